@@ -1,0 +1,3 @@
+"""Imports every command module so each registers its commands on ``app``."""
+
+from agentstack.cli import serve  # noqa: F401

