@@ -1,0 +1,1 @@
+"""Document ingestion: load → scrub PII → chunk → embed → store."""
