@@ -146,6 +146,16 @@ class AlignmentSettings(BaseModel):
     worker_nice: int = Field(default=10, ge=0, le=19, description="Niceness of the training worker.")
 
 
+class ClientSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    url: str | None = Field(default=None, description="Server the CLI talks to; unset = http://<server.host>:"
+                            "<server.port>.")
+    api_key: SecretStr | None = Field(default=None, description="Key the CLI sends (operator commands need an "
+                                      "operator key).")
+    timeout_s: float = Field(default=600.0, gt=0, description="CLI request timeout.")
+
+
 class Settings(BaseSettings):
     """All of agentstack's configuration."""
 
@@ -165,6 +175,7 @@ class Settings(BaseSettings):
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings, description="Embedding model.")
     privacy: PrivacySettings = Field(default_factory=PrivacySettings, description="PII salt and retention.")
     alignment: AlignmentSettings = Field(default_factory=AlignmentSettings, description="Training worker.")
+    client: ClientSettings = Field(default_factory=ClientSettings, description="The CLI's connection to a server.")
 
     @field_validator("data_dir", "model_cache", "policies_dir", "indexes_dir", mode="after")
     @classmethod
@@ -205,6 +216,13 @@ class Settings(BaseSettings):
     @property
     def registry_path(self) -> Path:
         return self.data_dir / "registry"
+
+    @property
+    def client_url(self) -> str:
+        if self.client.url:
+            return self.client.url.rstrip("/")
+        host = "127.0.0.1" if self.server.host in ("0.0.0.0", "::") else self.server.host
+        return f"http://{host}:{self.server.port}"
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:

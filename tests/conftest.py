@@ -59,3 +59,70 @@ def embedded_engine():
     import asyncio
 
     asyncio.run(engine.aclose())
+
+
+# -- a real server on a free loopback port ---------------------------------------------------------
+APP_KEY = "app-key-0123456789abcdef"
+OPERATOR_KEY = "op-key-0123456789abcdef"
+LIMITED_KEY = "limited-key-0123456789ab"
+TEST_KEYS = [
+    {"id": "app1", "role": "app", "key": APP_KEY},
+    {"id": "op1", "role": "operator", "key": OPERATOR_KEY},
+    {"id": "limited", "role": "app", "key": LIMITED_KEY, "indexes": ["demo"], "rate_limit_per_minute": 600},
+]
+
+
+class LiveServer:
+    """uvicorn serving ``app`` in a background thread on 127.0.0.1:<free port>."""
+
+    def __init__(self, app):
+        import threading
+
+        import uvicorn
+
+        self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(self.config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server failed to start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.app = self.config.app
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def make_settings(data_dir: Path, **overrides):
+    from agentstack.config import load_settings
+
+    base = {"data_dir": data_dir, "model_cache": MODEL_CACHE, "auth": {"keys": TEST_KEYS},
+            "server": {"build_demo_index": False}}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return load_settings(**base)
+
+
+@pytest.fixture
+def live_server(embedded_engine, tmp_path):
+    """Factory: ``with live_server(**settings_overrides) as srv: srv.url``; shares the session engine."""
+    from server.app import create_app
+
+    def start(**overrides) -> LiveServer:
+        settings = make_settings(tmp_path / "server-data", **overrides)
+        return LiveServer(create_app(settings, engine=embedded_engine))
+
+    return start

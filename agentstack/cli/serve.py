@@ -1,14 +1,114 @@
-"""`agentstack serve`."""
+"""`agentstack serve`, `agentstack chat`, `agentstack models`."""
 
 from __future__ import annotations
+
+import json
+import logging
+import sys
 
 import typer
 
 from agentstack.cli.app import app
+from agentstack.cli.client import ApiClient, ApiError, fail
+from agentstack.config import load_settings
+from agentstack.errors import AgentstackError
+
+
+def _settings(**server: object):
+    try:
+        settings = load_settings()
+    except AgentstackError as exc:
+        raise fail(str(exc), 2) from None
+    overrides = {k: v for k, v in server.items() if v is not None}
+    if overrides:
+        settings = settings.model_copy(update={"server": settings.server.model_copy(update=overrides)})
+    return settings
 
 
 @app.command()
-def serve(host: str = typer.Option(None, help="Address to bind (default: settings, 127.0.0.1)."),
-          port: int = typer.Option(None, help="Port to bind (default: settings, 8000).")) -> None:
-    """Serve the OpenAI-compatible API on the configured engine."""
-    raise typer.Exit(0)
+def serve(host: str = typer.Option(None, help="Address to bind (default 127.0.0.1; non-loopback needs keys)."),
+          port: int = typer.Option(None, help="Port to bind (default 8000).")) -> None:
+    """Serve the OpenAI-compatible API (and the web chat) on the configured engine."""
+    settings = _settings(host=host, port=port)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from server.app import serve as run
+
+    try:
+        run(settings)
+    except AgentstackError as exc:
+        raise fail(str(exc), 2) from None
+
+
+@app.command()
+def models(url: str = typer.Option(None, help="Server URL."), key: str = typer.Option(None, help="API key."),
+           as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List the models a running server offers (the alias first, then each loaded version)."""
+    client = ApiClient(_settings(), url, key)
+    try:
+        data = client.get("/v1/models")["data"]
+    except ApiError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("model", "parent", "context", "note")
+    for card in data:
+        note = f"→ {card['active_version']}" if card.get("active_version") else ""
+        table.add_row(card["id"], card.get("parent") or "", str(card.get("max_model_len") or ""), note)
+    Console().print(table)
+
+
+@app.command()
+def chat(url: str = typer.Option(None, help="Server URL."), key: str = typer.Option(None, help="API key."),
+         model: str = typer.Option(None, help="Model (default: the served alias)."),
+         mode: str = typer.Option("plain", help="plain, rag or react."),
+         index: str = typer.Option(None, help="Index for rag/react."),
+         temperature: float = typer.Option(0.7, help="Sampling temperature."),
+         max_tokens: int = typer.Option(256, help="Most new tokens per answer."),
+         system: str = typer.Option(None, help="System prompt.")) -> None:
+    """Chat in the terminal with a running server, streaming the answers. Ctrl-D or /exit quits."""
+    settings = _settings()
+    client = ApiClient(settings, url, key)
+    if mode != "plain" or index:
+        from agentstack.cli.chat_modes import chat_app_api
+
+        return chat_app_api(client, mode=mode, index=index, temperature=temperature, max_tokens=max_tokens)
+    messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    model = model or settings.engine.served_model_name
+    typer.echo(f"chatting with {model} at {client.url} (Ctrl-D to quit)")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            typer.echo("")
+            return
+        if not line:
+            continue
+        if line in ("/exit", "/quit"):
+            return
+        messages.append({"role": "user", "content": line})
+        payload = {"model": model, "messages": messages, "stream": True, "temperature": temperature,
+                   "max_tokens": max_tokens}
+        answer = ""
+        sys.stdout.write("bot> ")
+        try:
+            for chunk in client.stream_sse("/v1/chat/completions", payload):
+                if "error" in chunk:
+                    raise ApiError(chunk["error"].get("status", 500), chunk["error"]["message"])
+                for choice in chunk.get("choices", []):
+                    piece = choice.get("delta", {}).get("content") or ""
+                    answer += piece
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+        except ApiError as exc:
+            sys.stdout.write("\n")
+            typer.echo(f"error: {exc}", err=True)
+            messages.pop()
+            if exc.status in (0, 401, 403):
+                raise typer.Exit(1) from None
+            continue
+        sys.stdout.write("\n")
+        messages.append({"role": "assistant", "content": answer})

@@ -110,6 +110,12 @@ class EmbeddedEngine:
         self.load_seconds = time.perf_counter() - started
         log.info("embedded engine ready: %s on %s in %.2f s", self.base_name, self._device, self.load_seconds)
 
+    def attach_metrics(self, metrics: Any) -> None:
+        """Report to ``metrics`` from now on (a server sharing an already warm engine)."""
+        self.metrics = metrics
+        if self._scheduler is not None:
+            self._scheduler.metrics = metrics
+
     async def aclose(self) -> None:
         if self._scheduler is not None:
             await asyncio.to_thread(self._scheduler.stop)

@@ -1,0 +1,107 @@
+"""The FastAPI application: ``create_app(settings)`` and ``serve(settings)``.
+
+The lifespan builds and warms the services (engine, databases, key store); routes live in
+``server/routes/`` one file per resource; domain errors become HTTP responses in
+``server/errors.py``. The server holds no business logic.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from agentstack import __version__
+from agentstack.config import Settings, load_settings
+from agentstack.engines.base import ChatEngine
+from agentstack.errors import ConfigError
+from server import errors
+from server.middleware import BodyLimit, RequestContext
+from server.services import Services
+
+log = logging.getLogger(__name__)
+
+ROUTERS = [
+    "server.routes.health",
+    "server.routes.openai",
+]
+
+
+def _include_routers(app: FastAPI) -> None:
+    import importlib
+
+    for name in ROUTERS:
+        app.include_router(importlib.import_module(name).router)
+
+
+def create_app(settings: Settings | None = None, *, engine: ChatEngine | None = None,
+               startup_hooks: list[Any] | None = None) -> FastAPI:
+    """Build the app. ``engine``: an already warmed engine to share (tests); the app then does not
+    close it. ``startup_hooks``: callables ``hook(services)`` run after warm-up."""
+    settings = settings or load_settings()
+    registry = CollectorRegistry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services.create(settings, registry, engine=engine)
+        await services.start()
+        for hook in startup_hooks or []:
+            await hook(services)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.aclose()
+
+    app = FastAPI(title="agentstack", version=__version__, lifespan=lifespan,
+                  description="OpenAI-compatible chat with retrieval, tools and feedback-driven alignment. "
+                              "Authenticate with `Authorization: Bearer <key>`; name your end user with "
+                              "`X-User-Id`.")
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(RequestContext, registry=registry)
+    if settings.server.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins, allow_credentials=True,
+                           allow_methods=["*"], allow_headers=["*"])
+    _include_routers(app)
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
+        except OSError:
+            return False
+
+
+def check_bind(settings: Settings) -> None:
+    """No keys → loopback only. Raises :class:`ConfigError` otherwise."""
+    if not settings.auth.keys and not is_loopback(settings.server.host):
+        raise ConfigError(f"refusing to bind {settings.server.host}: no API keys are configured, so the server "
+                          "would be open to the network",
+                          fix="configure keys (AGENTSTACK_AUTH__KEYS or [auth] in agentstack.toml), or bind 127.0.0.1")
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    check_bind(settings)
+    if not settings.auth.keys:
+        log.warning("no API keys configured: serving on %s only (loopback); every local caller is an operator",
+                    settings.server.host)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level=settings.log_level.lower(),
+                timeout_graceful_shutdown=10)

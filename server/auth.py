@@ -1,0 +1,91 @@
+"""API keys, roles and per-key rate limits.
+
+Keys come from settings (``auth.keys``); only their SHA-256 digests are kept in memory, and a
+config file may hold the digest instead of the key. A caller is a :class:`Principal`: the key id,
+its role, and the end user the app names in ``X-User-Id``. Roles are ordered: an ``operator`` may
+do everything an ``app`` may.
+
+With no keys configured the server is in local development mode: it binds only to loopback
+(``server/app.py`` refuses anything else) and every caller is the local operator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+from agentstack.config import ApiKey, AuthSettings
+from agentstack.errors import AuthError, InvalidRequestError, RateLimitedError
+
+ROLES = {"app": 1, "operator": 2}
+USER_ID = re.compile(r"^[A-Za-z0-9_.@:+-]{1,128}$")
+LOCAL_KEY_ID = "local"
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    role: str
+    user_id: str = "-"
+    indexes: tuple[str, ...] | None = None  # None: every index
+    local: bool = False
+
+    def has(self, role: str) -> bool:
+        return ROLES[self.role] >= ROLES[role]
+
+    def may_read_index(self, name: str) -> bool:
+        return self.indexes is None or name in self.indexes
+
+
+class KeyStore:
+    def __init__(self, settings: AuthSettings):
+        self._by_digest: dict[str, ApiKey] = {k.digest: k for k in settings.keys}
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def open(self) -> bool:
+        """No keys configured: local development mode."""
+        return not self._by_digest
+
+    def authenticate(self, token: str | None, user_id: str | None) -> Principal:
+        user = self._user(user_id)
+        if self.open:
+            return Principal(LOCAL_KEY_ID, "operator", user, None, local=True)
+        if not token:
+            raise AuthError("no API key given", fix="send `Authorization: Bearer <key>`")
+        key = self._by_digest.get(hashlib.sha256(token.encode()).hexdigest())
+        if key is None:
+            raise AuthError("invalid API key", fix="check the key, or ask an operator for one")
+        self._rate_limit(key)
+        return Principal(key.id, key.role, user, tuple(key.indexes) if key.indexes is not None else None)
+
+    def by_id(self, key_id: str) -> ApiKey | None:
+        return next((k for k in self._by_digest.values() if k.id == key_id), None)
+
+    @staticmethod
+    def _user(user_id: str | None) -> str:
+        if user_id is None or user_id == "":
+            return "-"
+        if not USER_ID.match(user_id):
+            raise InvalidRequestError("X-User-Id must be 1-128 characters of letters, digits and _.@:+-",
+                                      param="X-User-Id")
+        return user_id
+
+    def _rate_limit(self, key: ApiKey) -> None:
+        limit = key.rate_limit_per_minute
+        if not limit:
+            return
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key.id, (float(limit), now))
+            tokens = min(float(limit), tokens + (now - last) * limit / 60.0)
+            if tokens < 1.0:
+                retry = (1.0 - tokens) * 60.0 / limit
+                self._buckets[key.id] = (tokens, now)
+                raise RateLimitedError(f"rate limit of {limit} requests per minute reached for key {key.id!r}",
+                                       retry_after=max(1.0, retry), fix="slow down, or ask for a higher limit")
+            self._buckets[key.id] = (tokens - 1.0, now)

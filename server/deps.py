@@ -1,0 +1,54 @@
+"""FastAPI dependencies as ``Annotated`` aliases: ``Svc`` (the services), ``AppUser`` and
+``Operator`` (an authenticated principal with at least that role). Routes read "look up, check, act".
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from agentstack.errors import ForbiddenError
+from server.auth import Principal
+from server.services import Services
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+Svc = Annotated[Services, Depends(get_services)]
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def get_principal(request: Request, svc: Svc, authorization: Annotated[str | None, Header()] = None,
+                  x_user_id: Annotated[str | None, Header()] = None) -> Principal:
+    token = _bearer(authorization)
+    session = getattr(request.app.state, "sessions", None)
+    if token is None and session is not None:
+        found = session.principal(request)
+        if found is not None:
+            return found
+    principal = svc.keys.authenticate(token, x_user_id)
+    request.state.principal = principal
+    return principal
+
+
+def require(role: str):
+    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if not principal.has(role):
+            raise ForbiddenError(f"this route needs the {role!r} role; key {principal.key_id!r} has "
+                                 f"{principal.role!r}", fix="use a key with that role")
+        return principal
+
+    return check
+
+
+AppUser = Annotated[Principal, Depends(require("app"))]
+Operator = Annotated[Principal, Depends(require("operator"))]

@@ -1,0 +1,77 @@
+"""The components one server process holds, built and warmed in the app's lifespan.
+
+Routes receive them through ``server/deps.py``; nothing here is a module global, so tests can run
+several apps in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from agentstack.audit import AuditLog
+from agentstack.config import Settings
+from agentstack.db import open_db
+from agentstack.engines import build_engine
+from agentstack.engines.base import ChatEngine
+from agentstack.engines.router import ModelRouter
+from agentstack.history import ResponseStore
+from agentstack.metrics import EngineMetrics
+from agentstack.storage.sqlite import Database
+from server.auth import KeyStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: ChatEngine
+    router: ModelRouter
+    db: Database
+    responses: ResponseStore
+    audit: AuditLog
+    keys: KeyStore
+    metrics: EngineMetrics
+    registry: CollectorRegistry
+    owns_engine: bool = True
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, settings: Settings, registry: CollectorRegistry, engine: ChatEngine | None = None) -> "Services":
+        metrics = EngineMetrics(registry)
+        owns = engine is None
+        if engine is None:
+            engine = build_engine(settings, metrics=metrics)
+        elif hasattr(engine, "attach_metrics"):
+            engine.attach_metrics(metrics)
+        db = open_db(settings)
+        router = ModelRouter(engine, settings.engine.served_model_name, settings.registry_path / "active.json",
+                             metrics=metrics)
+        return cls(settings=settings, engine=engine, router=router, db=db, responses=ResponseStore(db),
+                   audit=AuditLog(db), keys=KeyStore(settings.auth), metrics=metrics, registry=registry,
+                   owns_engine=owns)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.engine.warm_up)
+        self.db.conn()  # migrate now rather than on the first request
+        log.info("serving %s as %r", self.router.active, self.router.alias)
+
+    def embedder(self) -> Any:
+        """The sentence-transformers embedder, built on first use."""
+        if "embedder" not in self.extras:
+            from agentstack.embeddings import build_embedder
+
+            embedder = build_embedder(self.settings)
+            embedder.warm_up()
+            self.extras["embedder"] = embedder
+        return self.extras["embedder"]
+
+    async def aclose(self) -> None:
+        if self.owns_engine:
+            await self.engine.aclose()
+        self.db.close()
