@@ -1,0 +1,15 @@
+"""Evaluation toolkit: metrics, LLM judges, safety checks, suites and reports.
+
+Layout (each module says what it knows and what it does not):
+
+* ``metrics/``  pure functions: classification, spans, text overlap, semantic, retrieval, preference;
+* ``judges/``   LLM-as-judge rubrics (1-5) over any :class:`~agentstack.engines.base.ChatEngine`,
+  and their agreement with human preference labels;
+* ``safety``    the refusal classifier, refusal and over-refusal rates;
+* ``datasets/`` adapters turning the public sets into :class:`Example` records;
+* ``systems``   the :class:`System` under test (plain model, map-reduce; more kinds register);
+* ``suite``, ``runner``, ``reports``, ``html``: YAML suites, resumable runs, JSON + HTML reports.
+
+Nothing here is imported by ``import agentstack.evaluation`` except this docstring; import the
+submodule you need.
+"""
