@@ -146,6 +146,19 @@ class AlignmentSettings(BaseModel):
     worker_nice: int = Field(default=10, ge=0, le=19, description="Niceness of the training worker.")
 
 
+class EvaluationSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    concurrency: int = Field(default=8, ge=1, le=256, description="Engine requests in flight during an eval run "
+                             "(system and judges together); the embedded engine batches them, 8-16 suits a CPU.")
+    judge_model: str | None = Field(default=None, description="Model version the LLM judges run on; unset = "
+                                    "the engine's base model.")
+    judge_min_agreement: float = Field(default=0.6, ge=0.0, le=1.0, description="Agreement with human "
+                                       "preference labels a judge needs before the alignment gate relies on it.")
+    datasets_dir: Path = Field(default=Path("../shared/data"), description="Root of the public evaluation "
+                               "sets; suite files refer to it as `{datasets}`.")
+
+
 class ClientSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -175,6 +188,8 @@ class Settings(BaseSettings):
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings, description="Embedding model.")
     privacy: PrivacySettings = Field(default_factory=PrivacySettings, description="PII salt and retention.")
     alignment: AlignmentSettings = Field(default_factory=AlignmentSettings, description="Training worker.")
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings,
+                                           description="Eval suites, judges and reports.")
     client: ClientSettings = Field(default_factory=ClientSettings, description="The CLI's connection to a server.")
 
     @field_validator("data_dir", "model_cache", "policies_dir", "indexes_dir", mode="after")
@@ -216,6 +231,10 @@ class Settings(BaseSettings):
     @property
     def registry_path(self) -> Path:
         return self.data_dir / "registry"
+
+    @property
+    def eval_path(self) -> Path:
+        return self.data_dir / "eval"
 
     @property
     def client_url(self) -> str:
