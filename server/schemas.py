@@ -116,6 +116,13 @@ class ChatCompletionRequest(BaseModel):
                 field = "max_completion_tokens"
             raise InvalidRequestError(f"{field}: {err['msg']} (got {err.get('input')!r})", param=field) from None
 
+    def in_client_terms(self, exc: InvalidRequestError) -> InvalidRequestError:
+        """Engines say ``max_tokens``; name the field this client actually sent."""
+        if exc.param == "max_tokens" and self.max_completion_tokens is not None:
+            exc.param = "max_completion_tokens"
+            exc.message = exc.message.replace("max_tokens", "max_completion_tokens")
+        return exc
+
     def structured(self) -> StructuredOutput | None:
         """The one output constraint this request asks for, from whichever field carries it."""
         found: list[tuple[str, StructuredOutput]] = []

@@ -94,7 +94,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, user: 
     completion_id = new_id("chatcmpl")
     started = time.perf_counter()
     events = svc.engine.stream(chat)
-    first = await _first(events)
+    try:
+        first = await _first(events)
+    except InvalidRequestError as exc:
+        raise body.in_client_terms(exc) from None
     stored_params = params.model_dump(exclude_defaults=True)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -1,0 +1,107 @@
+"""Every route × {no key, wrong key, app key, operator key}. The table below is the contract: a new
+route fails this test until its role is written here."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import APP_KEY, OPERATOR_KEY
+
+pytestmark = pytest.mark.integration
+
+PUBLIC, APP, OPERATOR = "public", "app", "operator"
+
+ROUTES: dict[tuple[str, str], str] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): OPERATOR,
+    ("GET", "/v1/models"): APP,
+    ("GET", "/v1/models/{model_id}"): APP,
+    ("POST", "/v1/chat/completions"): APP,
+    ("POST", "/tokenize"): APP,
+    ("POST", "/v1/embeddings"): APP,
+    ("POST", "/v1/load_lora_adapter"): OPERATOR,
+    ("POST", "/v1/unload_lora_adapter"): OPERATOR,
+}
+
+IGNORED = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+PLACEHOLDERS = {"{model_id}": "agentstack"}
+
+
+def _concrete(path: str) -> str:
+    for placeholder, value in PLACEHOLDERS.items():
+        path = path.replace(placeholder, value)
+    assert "{" not in path, f"add a placeholder value for {path}"
+    return path
+
+
+def _app_routes(app) -> set[tuple[str, str]]:
+    """Every (method, path) the app serves, from its OpenAPI schema."""
+    return {(method.upper(), path) for path, ops in app.openapi()["paths"].items() for method in ops
+            if path not in IGNORED}
+
+
+@pytest.fixture(scope="module")
+def server(embedded_engine, tmp_path_factory):
+    from server.app import create_app
+    from tests.conftest import LiveServer, make_settings
+
+    with LiveServer(create_app(make_settings(tmp_path_factory.mktemp("auth")), engine=embedded_engine)) as srv:
+        yield srv
+
+
+def test_every_route_has_a_declared_role(server):
+    assert _app_routes(server.app) == set(ROUTES)
+
+
+@pytest.mark.parametrize("method,path", sorted(ROUTES))
+def test_role_matrix(server, method, path):
+    role = ROUTES[(method, path)]
+    url = server.url + _concrete(path)
+    keys = {"none": None, "wrong": "not-a-real-key-000000000", "app": APP_KEY, "operator": OPERATOR_KEY}
+    for who, key in keys.items():
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        response = httpx.request(method, url, headers=headers, json={} if method == "POST" else None, timeout=60)
+        status = response.status_code
+        if role == PUBLIC:
+            expected_denial = None
+        elif who in ("none", "wrong"):
+            expected_denial = 401
+        elif role == OPERATOR and who == "app":
+            expected_denial = 403
+        else:
+            expected_denial = None
+        if expected_denial is None:
+            assert status not in (401, 403), (who, status, response.text)
+        else:
+            assert status == expected_denial, (who, status, response.text)
+            assert response.json()["error"]["type"] in ("authentication_error", "permission_error")
+        assert response.headers["x-request-id"]
+
+
+def test_no_keys_means_loopback_only():
+    from agentstack.config import load_settings
+    from agentstack.errors import ConfigError
+    from server.app import check_bind
+
+    check_bind(load_settings(server={"host": "127.0.0.1"}))
+    with pytest.raises(ConfigError, match="no API keys"):
+        check_bind(load_settings(server={"host": "0.0.0.0"}))
+    check_bind(load_settings(server={"host": "0.0.0.0"}, auth={"keys": [{"id": "a", "role": "app",
+                                                                          "key": "x" * 20}]}))
+
+
+def test_rate_limit_answers_429_with_retry_after(server):
+    from agentstack.config import ApiKey, AuthSettings
+    from agentstack.errors import RateLimitedError
+    from server.auth import KeyStore
+
+    store = KeyStore(AuthSettings(keys=[ApiKey(id="slow", role="app", key="s" * 20, rate_limit_per_minute=2)]))
+    store.authenticate("s" * 20, None)
+    store.authenticate("s" * 20, None)
+    with pytest.raises(RateLimitedError) as info:
+        store.authenticate("s" * 20, None)
+    assert info.value.retry_after >= 1
