@@ -77,12 +77,12 @@ class OpenAIEngine:
     kind = "openai"
     capabilities = Capabilities(streaming=True, structured_output=True, tools=True, lora=True, logprobs=True)
 
-    def __init__(self, settings: EngineSettings, http_client: httpx.AsyncClient | None = None):
+    def __init__(self, settings: EngineSettings):
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
         self.root_url = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
-        self._http = http_client
-        self._client: Any = None
+        # async clients are bound to the event loop that created them; scripts may run several loops
+        self._clients: dict[int, tuple[Any, httpx.AsyncClient]] = {}
         self._models: list[ModelInfo] = []
         self._models_at = 0.0
 
@@ -91,14 +91,27 @@ class OpenAIEngine:
         key = self.settings.api_key.get_secret_value() if self.settings.api_key else None
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def warm_up(self) -> None:
+    def _loop_clients(self) -> tuple[Any, httpx.AsyncClient]:
+        import asyncio
+
         from openai import AsyncOpenAI
 
-        if self._client is None:
-            key = self.settings.api_key.get_secret_value() if self.settings.api_key else "EMPTY"
-            self._http = self._http or httpx.AsyncClient(timeout=self.settings.timeout_s)
-            self._client = AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=self.settings.timeout_s,
-                                       max_retries=self.settings.max_retries, http_client=self._http)
+        loop = asyncio.get_running_loop()
+        found = self._clients.get(id(loop))
+        if found is None or found[1].is_closed:
+            for key in [k for k, (_, http) in self._clients.items() if http.is_closed]:
+                del self._clients[key]
+            secret = self.settings.api_key.get_secret_value() if self.settings.api_key else "EMPTY"
+            http = httpx.AsyncClient(timeout=self.settings.timeout_s)
+            client = AsyncOpenAI(base_url=self.base_url, api_key=secret, timeout=self.settings.timeout_s,
+                                 max_retries=self.settings.max_retries, http_client=http)
+            found = self._clients[id(loop)] = (client, http)
+        return found
+
+    def _http_client(self) -> httpx.AsyncClient:
+        return self._loop_clients()[1]
+
+    def warm_up(self) -> None:
         try:
             with httpx.Client(timeout=min(10.0, self.settings.timeout_s)) as client:
                 response = client.get(f"{self.base_url}/models", headers=self._headers())
@@ -109,9 +122,11 @@ class OpenAIEngine:
                         self.base_url, type(exc).__name__)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        import asyncio
+
+        found = self._clients.pop(id(asyncio.get_running_loop()), None)
+        if found is not None:
+            await found[0].close()
 
     def _unavailable(self, exc: Exception) -> EngineUnavailableError:
         return EngineUnavailableError(f"cannot reach the model server at {self.base_url} ({type(exc).__name__})",
@@ -133,11 +148,6 @@ class OpenAIEngine:
         self._raise_for(response)
         self._set_models(response.json())
         return self._models
-
-    def _http_client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.settings.timeout_s)
-        return self._http
 
     def models(self) -> list[ModelInfo]:
         return list(self._models)
@@ -165,8 +175,7 @@ class OpenAIEngine:
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         import openai
 
-        if self._client is None:
-            self.warm_up()
+        client = self._loop_clients()[0]
         check_limits(request.params, max_tokens_limit=self.settings.max_tokens_limit, max_n=self.settings.max_n)
         std, extra = sampling_kwargs(request.params)
         s_std, s_extra = structured_kwargs(request.structured)
@@ -177,7 +186,7 @@ class OpenAIEngine:
             if request.tool_choice is not None:
                 std["tool_choice"] = request.tool_choice
         try:
-            stream = await self._client.chat.completions.create(
+            stream = await client.chat.completions.create(
                 model=request.model, messages=request.messages, stream=True,
                 stream_options={"include_usage": True}, extra_body=extra or None, **std)
         except openai.APIConnectionError as exc:

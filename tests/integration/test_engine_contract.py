@@ -1,0 +1,133 @@
+"""The ChatEngine contract, run against both real implementations: the embedded engine (SmolLM2 in
+process) and the openai engine talking to a real agentstack server on loopback (no HTTP mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agentstack.config import EngineSettings
+from agentstack.engines.base import ChatRequest
+from agentstack.engines.params import SamplingParams
+from agentstack.errors import (ContextLengthError, EngineUnavailableError, InvalidRequestError,
+                               ModelNotFoundError)
+from tests.conftest import OPERATOR_KEY
+
+pytestmark = pytest.mark.integration
+Q = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def server(embedded_engine, tmp_path_factory):
+    from server.app import create_app
+    from tests.conftest import LiveServer, make_settings
+
+    with LiveServer(create_app(make_settings(tmp_path_factory.mktemp("contract")), engine=embedded_engine)) as srv:
+        yield srv
+
+
+@pytest.fixture(params=["embedded", "openai"])
+def engine_and_model(request, embedded_engine, server):
+    if request.param == "embedded":
+        return embedded_engine, embedded_engine.base_name
+    from agentstack.engines.openai_engine import OpenAIEngine
+
+    engine = OpenAIEngine(EngineSettings(kind="openai", base_url=f"{server.url}/v1", api_key=OPERATOR_KEY,
+                                         timeout_s=60, max_retries=0))
+    engine.warm_up()
+    return engine, "agentstack"
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_chat_and_stream_agree(engine_and_model):
+    engine, model = engine_and_model
+    params = SamplingParams(temperature=0, max_tokens=16)
+
+    async def go():
+        full = await engine.chat(ChatRequest(messages=Q, model=model, params=params))
+        pieces, last = [], None
+        async for ev in engine.stream(ChatRequest(messages=Q, model=model, params=params)):
+            pieces.append(ev.text)
+            last = ev
+        return full, "".join(pieces), last
+
+    full, streamed, last = run(go())
+    assert "Paris" in full.text
+    assert streamed == full.text
+    assert last.usage is not None and last.usage.completion_tokens == full.usage.completion_tokens
+    assert full.model_version
+
+
+def test_vllm_extras_and_stop(engine_and_model):
+    engine, model = engine_and_model
+    params = SamplingParams(temperature=0.7, top_k=5, repetition_penalty=1.3, seed=3, max_tokens=16,
+                            stop=["\n"])
+    result = run(engine.chat(ChatRequest(messages=Q, model=model, params=params)))
+    assert "\n" not in result.text
+    again = run(engine.chat(ChatRequest(messages=Q, model=model, params=params)))
+    assert again.text == result.text  # seeded
+
+
+def test_count_tokens_and_context_length(engine_and_model, embedded_engine):
+    engine, model = engine_and_model
+    count = run(engine.count_tokens(Q, model))
+    assert count == len(embedded_engine.render(Q)[1])
+    assert engine.context_length(model) == 8192
+    assert any(m.id == model for m in engine.models())
+
+
+def test_errors_before_first_event(engine_and_model):
+    engine, model = engine_and_model
+
+    async def first(request):
+        stream = engine.stream(request)
+        try:
+            return await stream.__anext__()
+        finally:
+            await stream.aclose()
+
+    with pytest.raises(ModelNotFoundError):
+        run(first(ChatRequest(messages=Q, model="no-such-model")))
+    with pytest.raises(ContextLengthError):
+        run(first(ChatRequest(messages=[{"role": "user", "content": "hi " * 9000}], model=model)))
+    with pytest.raises(InvalidRequestError):
+        run(first(ChatRequest(messages=Q, model=model, params=SamplingParams(max_tokens=100_000))))
+
+
+def test_closing_the_stream_cancels(engine_and_model, embedded_engine):
+    engine, model = engine_and_model
+
+    async def go():
+        stream = engine.stream(ChatRequest(messages=Q, model=model,
+                                           params=SamplingParams(max_tokens=1000, ignore_eos=True)))
+        async for ev in stream:
+            if ev.text:
+                break
+        await stream.aclose()
+        for _ in range(100):
+            if embedded_engine.stats()["running"] == 0:
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    assert run(go())
+
+
+def test_openai_engine_reports_a_down_server_clearly():
+    import socket
+
+    from agentstack.engines.openai_engine import OpenAIEngine
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    engine = OpenAIEngine(EngineSettings(kind="openai", base_url=f"http://127.0.0.1:{port}/v1", timeout_s=2,
+                                         max_retries=1))
+    engine.warm_up()  # warns, does not fail: vLLM may come up later
+    with pytest.raises(EngineUnavailableError, match=f"127.0.0.1:{port}") as info:
+        run(engine.chat(ChatRequest(messages=Q, model="x")))
+    assert "AGENTSTACK_ENGINE__BASE_URL" in str(info.value)
