@@ -42,7 +42,8 @@ _SUFFIXES = (
 _NORDIC_ENDINGS = (
     "vej|gade|vænget|stræde|allé|alle|vägen|väg|gatan|gränd|stigen|backe|torget|veien|vegen|gata|stien|tie|katu|"
     "kuja|polku|raitti|väylä|straße|strasse|str|weg|gasse|platz|ring|damm|allee|ufer|laan|straat|plein|gracht|"
-    "dreef|singel|kade|hof|steeg|utca|útja|út|tér|ulica|ucica|utca|cesta|náměstí|třída|ulice|street|road"
+    "dreef|singel|kade|hof|steeg|utca|útja|út|tér|ulica|ucica|cesta|náměstí|třída|ulice|street|road|graben|markt|"
+    "steig|pfad|zeile|kamp|terrasse|kapu|sor|köz|körút|sétány|sugárút"
 )
 _PREFIX_TYPES = (
     "Rua|Via|Viale|Vicolo|Corso|Piazza|Piazzale|Largo|Avenida|Avda|Av|Calle|Carrer|Camino|Paseo|Plaza|Praça|"
@@ -52,8 +53,13 @@ _PREFIX_TYPES = (
 _CAPWORD = r"[^\W\d_][\w'’.-]*"
 _STREET_RES = [
     # 12 Crown St / 2450 Fourth Avenue / 69 Farnell Street (optionally with a second leading number)
-    (re.compile(rf"(?<![\w-])(?:\d{{1,6}}\s+)?\d{{1,6}}[A-Za-z]?,?\s+(?:{_CAPWORD}\s+){{0,4}}(?:{_SUFFIXES})\b\.?"),
-     0.85),
+    (re.compile(rf"(?<![\w-])(?:\d{{1,6}}\s+)?\d{{1,6}}[A-Za-z]?,?\s+(?:{_CAPWORD}\s+){{0,4}}"
+                rf"(?i:{_SUFFIXES}|str)\b\.?"), 0.85),
+    # the corner of X and Y
+    (re.compile(r"\b(?:the )?(?:corner|intersection|junction) of [^\n.,;!?]{3,60}? and [^\n,;!?]{3,40}?"
+                r"(?=[.,;!?]?(?:\s|$))(?![^\n]*\b(?:and)\b)", re.IGNORECASE), 0.8),
+    # 846 31 Rue Al Imam Al Bakri
+    (re.compile(rf"(?<![\w-])\d{{1,6}}\s+(?:\d{{1,6}}\s+)?(?:{_PREFIX_TYPES})\.?(?:\s+{_CAPWORD}){{1,5}}"), 0.8),
     # Hammarvägen 15 / Puruntie 82 / Gerrit Achterberghove 137 / Victor Hugo u. 49.
     (re.compile(rf"(?<![\w-])(?:\d{{1,6}}\s+)?(?:{_CAPWORD}\s+){{0,3}}[^\W\d_]*(?:{_NORDIC_ENDINGS})\.?\s+\d{{1,5}}"
                 r"[A-Za-z]?\b\.?", re.IGNORECASE), 0.8),
@@ -88,6 +94,13 @@ _NOT_NAMES = {"i", "i'm", "i'll", "i'd", "i've", "ok", "okay", "mr", "mrs", "ms"
               "name", "address", "date", "website", "title", "personal", "info", "zip", "apt", "suite",
               "street", "st", "road", "avenue", "ceo", "tv", "usa", "uk", "eu", "ok"}
 
+_ORG_WORDS = {"inc", "ltd", "llc", "plc", "corp", "corporation", "co", "company", "associates", "technologies",
+              "technology", "group", "partners", "bank", "holdings", "systems", "solutions", "services",
+              "insurance", "global", "capital", "university", "institute", "foundation", "markets", "media",
+              "labs", "software", "consulting", "international", "industries", "enterprises", "gmbh", "ag",
+              "sa", "bv", "ab", "oy", "as", "network", "networks", "agency", "studio", "studios", "records",
+              "orchestra", "band", "club", "society", "council", "committee", "ministry", "department"}
+
 _TOKEN_RE = re.compile(r"[^\W\d_](?:[\w'’-]*\w)?\.?|\d+|\n|[^\w\s]")
 
 
@@ -106,19 +119,25 @@ class _Tok:
 def _tokens(text: str) -> list[_Tok]:
     toks: list[_Tok] = []
     line_start, after_punct = True, True
+    lower_text = not any(ch.isupper() for ch in text)
     for m in _TOKEN_RE.finditer(text):
         s = m.group()
         if s == "\n":
             line_start = after_punct = True
             continue
         word = s.rstrip(".")
-        cap = s[0].isupper()
+        cap = s[0].isupper() or lower_text and s[0].isalpha()
         toks.append(_Tok(s, m.start(), m.end(), normalize(word), cap, cap and word.isupper() and len(word) > 1,
                          line_start, after_punct))
         line_start = False
         after_punct = s in {".", "!", "?", ":", '"', "“", "”", ">", "(", "-", "–", "*", "•"} or (
             s.endswith(".") and len(s) > 2 and s.rstrip(".").lower() not in _TITLES and not (len(word) == 1))
     return toks
+
+
+def _initial(t: _Tok) -> bool:
+    """A middle initial: ``P.`` or ``P``."""
+    return len(t.key) == 1 and t.text[0].isupper()
 
 
 class NameLocationRecognizer(EntityRecognizer):
@@ -140,7 +159,8 @@ class NameLocationRecognizer(EntityRecognizer):
         if want_place:
             spans.extend(self._streets(text))
         toks = _tokens(text)
-        for run in self._runs(toks):
+        lower_text = not any(ch.isupper() for ch in text)
+        for run in self._runs(toks, lower_text):
             found = self._classify(text, toks, run, spans)
             if found and (found[0] == "PERSON" and want_person or found[0] == "LOCATION" and want_place):
                 spans.append(found)
@@ -162,22 +182,37 @@ class NameLocationRecognizer(EntityRecognizer):
                 out.append(("LOCATION", m.start(), m.end(), score, "street pattern"))
         return out
 
-    def _runs(self, toks: list[_Tok]) -> list[tuple[int, int]]:
-        """Index ranges [i, j) of capitalized runs."""
+    def _is_word(self, key: str) -> bool:
+        """A common English word (alone it is not evidence of a name or a place)."""
+        gaz = self.gaz
+        return (key in gaz.words or len(key) < 2 or bool(gaz.first.get(key, 0) & 1)
+                or bool(gaz.last.get(key, 0) & 1) or bool(gaz.places.get(key, 0) & 1))
+
+    def _runs(self, toks: list[_Tok], lower_text: bool) -> list[tuple[int, int]]:
+        """Index ranges [i, j) of capitalized runs (in an all-lower-case text: runs of words found
+        in the name or place lists that are not common words)."""
+        gaz = self.gaz
+
+        def starts(t: _Tok) -> bool:
+            if not (t.cap and t.key[:1].isalpha()):
+                return False
+            if lower_text:
+                return (t.key in gaz.first or t.key in gaz.last or t.key in gaz.places) and not self._is_word(t.key)
+            return True
+
         runs, i, n = [], 0, len(toks)
         while i < n:
-            t = toks[i]
-            if not (t.cap and t.key and t.key[0].isalpha()):
+            if not starts(toks[i]):
                 i += 1
                 continue
             j = i + 1
-            while j < n:
+            while j < n and not toks[j - 1].text.endswith((".", ",")) or j < n and _initial(toks[j - 1]):
                 u = toks[j]
-                if u.line_start:
+                if u.line_start or u.text in {",", ":", ";"}:
                     break
-                if u.cap and u.key[:1].isalpha():
+                if starts(u):
                     j += 1
-                elif u.key in _PARTICLES and j + 1 < n and toks[j + 1].cap and not toks[j + 1].line_start:
+                elif u.key in _PARTICLES and j + 1 < n and starts(toks[j + 1]) and not toks[j + 1].line_start:
                     j += 2
                 else:
                     break
@@ -188,19 +223,20 @@ class NameLocationRecognizer(EntityRecognizer):
     def _context(self, text: str, toks: list[_Tok], i: int, width: int = 24) -> str:
         start = toks[i].start
         line_start = text.rfind("\n", 0, start) + 1
-        return " " + re.sub(r"\s+", " ", text[max(line_start, start - width):start]).lower().strip()
+        ctx = re.sub(r"\s+", " ", text[max(line_start, start - width):start]).lower().strip()
+        return " " + ctx.rstrip("?:,\"'“ ")
 
     def _classify(self, text: str, toks: list[_Tok], run: tuple[int, int],
                   known: list[tuple[str, int, int, float, str]]):
         i, j = run
-        # Leading title (Mr. Mrs. Dr.) is kept out of the span but is evidence.
+        # A leading title (Mr. Mrs. Dr.) is kept out of the span but is evidence.
         titled = False
         while i < j and toks[i].key in _TITLES:
             titled = True
             i += 1
         if i > 0 and toks[i - 1].key in _TITLES:
             titled = True
-        while i < j and toks[i].key in _NOT_NAMES and not titled:
+        while i < j and (toks[i].key in _NOT_NAMES or toks[i].key == "the") and not titled:
             i += 1
         while j > i and toks[j - 1].key in _NOT_NAMES:
             j -= 1
@@ -211,52 +247,66 @@ class NameLocationRecognizer(EntityRecognizer):
             end -= 1
         if any(s <= start and end <= e for _, s, e, _, _ in known):
             return None  # inside a street address already found
-        words = [t.key for t in toks[i:j] if t.key not in _PARTICLES]
-        if not words:
+        run_toks = toks[i:j]
+        words = [t.key for t in run_toks if t.key not in _PARTICLES]
+        if not words or words[-1] in _ORG_WORDS or (i > 0 and toks[i - 1].key == "the" and len(words) > 1):
             return None
         gaz = self.gaz
         ctx = self._context(text, toks, i)
-        nxt = toks[j].key if j < len(toks) else ""
-        place_ctx = any(ctx.endswith(" " + c) for c in _PLACE_CUES) or nxt in _PLACE_WORDS_AFTER
-        person_ctx = titled or any(ctx.endswith(" " + c) or ctx.endswith(" " + c.rstrip(":")) for c in _PERSON_CUES)
+        nxt = toks[j] if j < len(toks) else None
+        nxt_key = nxt.key if nxt else ""
+        place_ctx = any(ctx.endswith(" " + c) for c in _PLACE_CUES) or nxt_key in _PLACE_WORDS_AFTER
+        person_ctx = titled or any(ctx.endswith(" " + c.rstrip(":")) for c in _PERSON_CUES) or ctx.endswith(" name")
+        speaker = toks[i].line_start and nxt is not None and nxt.text == ":" and len(words) <= 3
         first = gaz.first.get(words[0])
-        place = gaz.places.get(" ".join(t.key for t in toks[i:j]))
+        place = gaz.places.get(" ".join(t.key for t in run_toks))
         sentence_start = toks[i].after_punct or toks[i].line_start
-        all_upper = all(t.upper for t in toks[i:j])
+        all_upper = all(t.upper for t in run_toks)
+        house_number = nxt is not None and nxt.key.isdigit() and len(nxt.key) <= 5 and (
+            place_ctx or (i > 0 and toks[i - 1].key.isdigit()))
+        if house_number:
+            return ("LOCATION", start, nxt.end, 0.7, "street name + house number")
+        if speaker and not any(self._is_word(w) for w in words):
+            return ("PERSON", start, end, 0.7, "speaker label")
 
         if len(words) >= 2:
+            if len(words) > 4:
+                return ("LOCATION", start, end, 0.8, "place gazetteer") if place is not None else None
             last = gaz.last.get(words[-1])
-            name_like = sum(1 for w in words if (w in gaz.first or w in gaz.last) and w not in gaz.words)
+            name_like = sum(1 for w in words if (w in gaz.first or w in gaz.last) and not self._is_word(w))
+            initial = any(_initial(t) for t in run_toks[1:-1])
             if place is not None and (place >> 1) >= 2 and not person_ctx:
                 return ("LOCATION", start, end, 0.85, "place gazetteer (country/region)")
-            if first is not None and not (first & 1) or titled or person_ctx and name_like:
-                score = 0.85 if (last is not None or titled) else 0.7
+            if (first is not None and not first & 1) or titled or initial or (person_ctx and name_like):
+                score = 0.85 if (last is not None or titled or initial) else 0.7
                 return ("PERSON", start, end, score, "first name + capitalized words")
             if place is not None:
                 return ("LOCATION", start, end, 0.75 if not place & 1 else 0.5, "place gazetteer")
-            if first is not None and last is not None and name_like >= 1 and not sentence_start:
-                return ("PERSON", start, end, 0.6, "name gazetteer")
-            if place_ctx and not any(w in gaz.words for w in words):
+            if place_ctx and not any(self._is_word(w) for w in words):
                 return ("LOCATION", start, end, 0.55, "place cue")
-            if name_like >= 2:
+            if name_like >= 2 or name_like >= 1 and len(words) == 2 and not any(self._is_word(w) for w in words):
                 return ("PERSON", start, end, 0.55, "name gazetteer (weak)")
             return None
 
         w = words[0]
-        is_word = w in gaz.words or (first is not None and first & 1) or len(w) < 2
+        is_word = self._is_word(w)
         last = gaz.last.get(w)
-        if place is not None and place_ctx and not (place & 1 and sentence_start):
+        strong_first = first is not None and not first & 1 and (first >> 1) == 1
+        if all_upper and not titled:
+            if place is not None and (toks[i].line_start or place_ctx):
+                return ("LOCATION", start, end, 0.6, "upper-case place")
+            return None
+        if place is not None and place_ctx and not (place & 1 and sentence_start) and not (
+                strong_first and (place >> 1) == 1 and not ctx.endswith((" in", " from"))):
             return ("LOCATION", start, end, 0.8, "place gazetteer + cue")
         if titled or person_ctx and not is_word and (first is not None or last is not None or not place_ctx):
             return ("PERSON", start, end, 0.75, "person cue")
         if place is not None and (place >> 1) == 3 and not place & 1:
             return ("LOCATION", start, end, 0.8, "country")
-        if place_ctx and not is_word and not (sentence_start and w in gaz.words):
+        if place_ctx and not is_word:
             return ("LOCATION", start, end, 0.6 if place is not None else 0.5, "place cue")
-        if all_upper and place is not None and toks[i].line_start:
-            return ("LOCATION", start, end, 0.6, "upper-case place line")
-        if first is not None and not first & 1 and (first >> 1) <= 2 and not sentence_start:
-            return ("PERSON", start, end, 0.55, "first name")
+        if first is not None and not is_word and (first >> 1) <= 2:
+            return ("PERSON", start, end, 0.55 if not sentence_start or strong_first else 0.5, "first name")
         if place is not None and not place & 1 and (place >> 1) >= 2:
             return ("LOCATION", start, end, 0.55, "region")
         return None

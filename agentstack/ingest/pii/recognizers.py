@@ -89,12 +89,12 @@ class PhoneRecognizer(PatternRecognizer):
     _G = r"(?:[ .-]?\d{2,4})"
     PATTERNS = [
         Pattern("international", r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(0\))?(?:[ .-]?\(?\d{1,4}\)?)(?:[ .-]?\d{2,4}){1,4}"
-                r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w-])", 0.65),
+                r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?!\w|-\d)", 0.65),
         Pattern("parenthesised area", r"(?<![\w)])\(\d{2,4}\)[ .-]?\d{2,4}(?:[ .-]?\d{2,4}){1,2}"
-                r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w-])", 0.6),
+                r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?!\w|-\d)", 0.6),
         Pattern("nanp", r"(?<![\w.+-])(?:001[ .-]|1[ .-])?\d{3}[.-]\d{3}[.-]\d{4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?"
-                r"(?![\w-])", 0.55),
-        Pattern("grouped", r"(?<![\w.+-])\d{2,5}(?:[ .-]\d{2,4}){1,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w-]|[.]\d)",
+                r"(?!\w|-\d)", 0.55),
+        Pattern("grouped", r"(?<![\w.+-])\d{2,5}(?:[ .-]\d{2,4}){1,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?!\w|-\d|[.]\d)",
                 0.3),
         Pattern("bare", r"(?<![\w.+-])\d{7,12}(?![\w-]|[.]\d)", 0.2),
     ]
@@ -115,6 +115,22 @@ class PhoneRecognizer(PatternRecognizer):
         return False
 
 
+class CaseInsensitiveIbanRecognizer(PatternRecognizer):
+    """IBANs written in lower or mixed case (Presidio's recognizer only accepts upper case):
+    two letters, two check digits, 11-30 alphanumerics, and a valid ISO 13616 mod-97 checksum."""
+
+    PATTERNS = [Pattern("iban any case", r"\b[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}\b", 0.3)]
+
+    def __init__(self) -> None:
+        super().__init__(supported_entity="IBAN_CODE", patterns=self.PATTERNS, context=["iban"],
+                         name="CaseInsensitiveIbanRecognizer")
+
+    def validate_result(self, pattern_text: str):  # noqa: D102
+        code = pattern_text.replace(" ", "").upper()
+        digits = "".join(str(int(ch, 36)) for ch in code[4:] + code[:4])
+        return int(digits) % 97 == 1
+
+
 class UrlCredentialsRecognizer(PatternRecognizer):
     """``scheme://user:password@host...``: the whole URL is the entity."""
 
@@ -128,13 +144,14 @@ class UrlCredentialsRecognizer(PatternRecognizer):
 
 def pattern_recognizers(entities: set[str]) -> list[PatternRecognizer]:
     """The pattern recognizers needed for ``entities``."""
-    factories = {
-        "EMAIL_ADDRESS": OfflineEmailRecognizer,
-        "PHONE_NUMBER": PhoneRecognizer,
-        "IP_ADDRESS": IpRecognizer,
-        "CREDIT_CARD": LuhnCreditCardRecognizer,
-        "IBAN_CODE": IbanRecognizer,
-        "US_SSN": UsSsnRecognizer,
-        "URL_CREDENTIALS": UrlCredentialsRecognizer,
-    }
-    return [factory() for entity, factory in factories.items() if entity in entities]
+    factories = [
+        ("EMAIL_ADDRESS", OfflineEmailRecognizer),
+        ("PHONE_NUMBER", PhoneRecognizer),
+        ("IP_ADDRESS", IpRecognizer),
+        ("CREDIT_CARD", LuhnCreditCardRecognizer),
+        ("IBAN_CODE", IbanRecognizer),
+        ("IBAN_CODE", CaseInsensitiveIbanRecognizer),
+        ("US_SSN", UsSsnRecognizer),
+        ("URL_CREDENTIALS", UrlCredentialsRecognizer),
+    ]
+    return [factory() for entity, factory in factories if entity in entities]
