@@ -101,6 +101,9 @@ _ORG_WORDS = {"inc", "ltd", "llc", "plc", "corp", "corporation", "co", "company"
               "sa", "bv", "ab", "oy", "as", "network", "networks", "agency", "studio", "studios", "records",
               "orchestra", "band", "club", "society", "council", "committee", "ministry", "department"}
 
+_CONTINUATION = re.compile(r"[ \t]*(?:,[ \t]*|\n[ \t>?]*(?:,[ \t]*)?)?(?P<piece>[^\s,][^\n,]{0,60})")
+_PIECE_WORD = re.compile(r"[^\s,]+")
+
 _TOKEN_RE = re.compile(r"[^\W\d_](?:[\w'’-]*\w)?\.?|\d+|\n|[^\w\s]")
 
 
@@ -165,7 +168,7 @@ class NameLocationRecognizer(EntityRecognizer):
             if found and (found[0] == "PERSON" and want_person or found[0] == "LOCATION" and want_place):
                 spans.append(found)
         if want_place:
-            spans = self._merge_places(text, spans)
+            spans = self._merge_places(text, self._extend_addresses(text, spans))
         return [self._result(*s) for s in spans]
 
     # ---------------------------------------------------------------------------------------
@@ -310,6 +313,33 @@ class NameLocationRecognizer(EntityRecognizer):
         if place is not None and not place & 1 and (place >> 1) >= 2:
             return ("LOCATION", start, end, 0.55, "region")
         return None
+
+    def _extend_addresses(self, text: str, spans):
+        """Grow each street-address span over what follows it on the same line after a comma or
+        a space, and over the next lines, while they look like address parts (capitalized place
+        words, region codes, postcodes); people found inside the grown span are dropped."""
+        out = []
+        for ent, s, e, score, why in spans:
+            if ent == "LOCATION" and why == "street pattern":
+                for _ in range(5):
+                    m = _CONTINUATION.match(text, e)
+                    if not m:
+                        break
+                    piece_end = m.start("piece")
+                    for w in _PIECE_WORD.finditer(m.group("piece")):
+                        word = w.group().rstrip(".")
+                        key = normalize(word)
+                        ok = (word[:1].isdigit() or word.isupper() or key in self.gaz.places
+                              or word[:1].isupper() and not self._is_word(key) or key in _PARTICLES)
+                        if not ok or key in _NOT_NAMES:
+                            break
+                        piece_end = m.start("piece") + w.end()
+                    if piece_end == m.start("piece"):
+                        break
+                    e = piece_end
+            out.append((ent, s, e, score, why))
+        streets = [(s, e) for ent, s, e, _, why in out if why == "street pattern"]
+        return [sp for sp in out if sp[0] == "LOCATION" or not any(a <= sp[1] and sp[2] <= b for a, b in streets)]
 
     def _merge_places(self, text: str, spans):
         places = sorted((s for s in spans if s[0] == "LOCATION"), key=lambda s: (s[1], -s[2]))

@@ -74,8 +74,11 @@ class LuhnCreditCardRecognizer(PatternRecognizer):
         return luhn_ok(digits)
 
 
-_PHONE_CONTEXT = ["phone", "telephone", "tel", "call", "mobile", "cell", "fax", "office", "desk", "number",
-                  "contact", "reach", "text", "sms", "whatsapp", "answering", "dial", "landline", "messages"]
+# Context is checked here rather than by Presidio's enhancer, which drops spaCy stop words ("call").
+_PHONE_BEFORE = re.compile(r"\b(?:phone|telephone|tel|call|calls|mobile|cell|fax|office|desk|number|contact|reach|"
+                           r"text|sms|whatsapp|answering|dial|landline|messages?|registered)\b\W*(?:\w+\W+){0,3}$",
+                           re.IGNORECASE)
+_PHONE_AFTER = re.compile(r"^\W{0,3}(?:office|fax|mobile|cell|phone|tel|desk|home|work)\b", re.IGNORECASE)
 
 
 class PhoneRecognizer(PatternRecognizer):
@@ -94,14 +97,21 @@ class PhoneRecognizer(PatternRecognizer):
                 r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?!\w|-\d)", 0.6),
         Pattern("nanp", r"(?<![\w.+-])(?:001[ .-]|1[ .-])?\d{3}[.-]\d{3}[.-]\d{4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?"
                 r"(?!\w|-\d)", 0.55),
-        Pattern("grouped", r"(?<![\w.+-])\d{2,5}(?:[ .-]\d{2,4}){1,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?!\w|-\d|[.]\d)",
+        Pattern("grouped", r"(?<![\w.+-])\d{2,5}(?:[ .-]\d{2,6}){1,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?!\w|-\d|[.]\d)",
                 0.3),
         Pattern("bare", r"(?<![\w.+-])\d{7,12}(?![\w-]|[.]\d)", 0.2),
     ]
 
     def __init__(self) -> None:
-        super().__init__(supported_entity="PHONE_NUMBER", patterns=self.PATTERNS, context=_PHONE_CONTEXT,
+        super().__init__(supported_entity="PHONE_NUMBER", patterns=self.PATTERNS, context=[],
                          name="FastPhoneRecognizer")
+
+    def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):  # noqa: D102
+        results = super().analyze(text, entities, nlp_artifacts, regex_flags)
+        for r in results:
+            if _PHONE_BEFORE.search(text[max(0, r.start - 40):r.start]) or _PHONE_AFTER.match(text[r.end:r.end + 12]):
+                r.score = min(1.0, r.score + 0.35)
+        return results
 
     def invalidate_result(self, pattern_text: str):  # noqa: D102
         main = re.split(r"\s?(?:x|ext\.?)\s?(?=\d)", pattern_text)[0]
