@@ -60,7 +60,7 @@ class EmbeddedEngine:
         self._device: Any = None
         self._ctx = 0
         self._eos: frozenset[int] = frozenset()
-        self._constraints: Any = None
+        self._vocab = 0
         self.load_seconds: float | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -98,6 +98,7 @@ class EmbeddedEngine:
         module = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self._device).eval()
         self._versions = {self.base_name: LoadedModel(self.base_name, module, None, str(model_dir), time.time())}
         self._ctx = s.context_length or int(getattr(module.config, "max_position_embeddings", 2048))
+        self._vocab = int(module.config.vocab_size)
         eos = module.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if self.tokenizer.eos_token_id is not None:
@@ -225,7 +226,7 @@ class EmbeddedEngine:
             return None
         from agentstack.engines.embedded.constrained import compile_constraint
 
-        return compile_constraint(self.tokenizer, request.structured)
+        return compile_constraint(self.tokenizer, request.structured, self._eos, self._vocab)
 
     # -- adapters ---------------------------------------------------------------------------------
     async def load_adapter(self, name: str, path: Path) -> None:
