@@ -1,3 +1,4 @@
 """Imports every command module so each registers its commands on ``app``."""
 
 from agentstack.cli import serve  # noqa: F401
+from agentstack.cli import index  # noqa: F401
