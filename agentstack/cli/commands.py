@@ -2,3 +2,4 @@
 
 from agentstack.cli import serve  # noqa: F401
 from agentstack.cli import index  # noqa: F401
+from agentstack.cli import eval  # noqa: F401
