@@ -141,8 +141,16 @@ class SentenceTransformerEmbedder:
         device = self.settings.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        from transformers.utils import logging as hf_logging
+
         start = time.perf_counter()
-        model = SentenceTransformer(str(self.model_dir), device=device, local_files_only=True)
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar in CLI output
+        try:
+            model = SentenceTransformer(str(self.model_dir), device=device, local_files_only=True)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         model.eval()
         dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") \
             else model.get_sentence_embedding_dimension()

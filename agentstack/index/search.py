@@ -32,6 +32,7 @@ _COLUMNS = {"doc_id": "d.doc_id", "source": "d.source", "format": "d.format", "t
 _STOP = frozenset("a an and are as at be but by for from has have how i in is it its of on or that the this to "
                   "was what when where which who why will with do does did can".split())
 _WORD = re.compile(r"\w+", re.UNICODE)
+_FILTER_FIX = 'e.g. {"lang": "en", "year": [2023, 2024]}; keys are metadata fields or doc_id/source/format/title'
 
 
 @dataclass
@@ -83,16 +84,16 @@ def filter_sql(filters: dict[str, Any] | None) -> tuple[str, list[Any]]:
     if not filters:
         return "", []
     if not isinstance(filters, dict):
-        raise InvalidRequestError("filters must be an object of field: value", param="filters")
+        raise InvalidRequestError("filters must be an object of field: value", param="filters", fix=_FILTER_FIX)
     parts, params = [], []
     for key, value in filters.items():
         if not isinstance(key, str) or not key or len(key) > 128 or '"' in key:
-            raise InvalidRequestError(f"invalid filter key {key!r}", param="filters")
+            raise InvalidRequestError(f"invalid filter key {key!r}", param="filters", fix=_FILTER_FIX)
         values = value if isinstance(value, list) else [value]
         if not values or len(values) > 1000 or \
                 not all(v is None or isinstance(v, (str, int, float, bool)) for v in values):
             raise InvalidRequestError(f"filter {key!r}: give a value or a list of up to 1000 values (strings, "
-                                      "numbers, booleans or null)", param="filters")
+                                      "numbers, booleans or null)", param="filters", fix=_FILTER_FIX)
         column, column_params = (_COLUMNS[key], []) if key in _COLUMNS else \
             ("json_extract(d.metadata, ?)", [f'$."{key}"'])
         alts = []

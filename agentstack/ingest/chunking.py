@@ -100,22 +100,40 @@ class Chunker:
             separators=SEPARATORS, keep_separator="end", strip_whitespace=True)
 
     def split(self, text: str, fmt: str = "text") -> list[Chunk]:
-        if self.config.markdown_headings and fmt in ("markdown", "html"):
+        headed = self.config.markdown_headings and fmt in ("markdown", "html")
+        if headed:
             sections = markdown_sections(text)
         else:
             sections = [Section(0, len(text), ())]
         chunks: list[Chunk] = []
+        overlap = self.config.overlap_tokens
         for section in sections:
             body = text[section.start:section.end]
-            cursor = 0
-            for piece in self._splitter.split_text(body):
-                at = body.find(piece, cursor)
-                if at < 0:  # cannot happen with keep_separator; guard against splitter changes
-                    at = body.find(piece)
-                    if at < 0:
-                        continue
+            prev: tuple[int, int, int] | None = None  # (start, end, tokens) in ``body``
+            pieces = self._splitter.split_text(body)
+            if headed and len(pieces) > 1:  # a piece of headings alone adds nothing: every chunk carries its path
+                pieces = [p for p in pieces if not all(_HEADING.match(line) for line in p.split("\n") if line)] \
+                    or pieces
+            for piece in pieces:
+                at = self._locate(body, piece, prev, overlap)
+                if at < 0:
+                    continue  # cannot happen: pieces are substrings of the section
                 start = section.start + at
-                chunks.append(Chunk(len(chunks), piece, start, start + len(piece), section.heading_path,
-                                    self._count(piece)))
-                cursor = at + 1
+                tokens = self._count(piece)
+                chunks.append(Chunk(len(chunks), piece, start, start + len(piece), section.heading_path, tokens))
+                prev = (at, at + len(piece), tokens)
         return chunks
+
+    @staticmethod
+    def _locate(body: str, piece: str, prev: tuple[int, int, int] | None, overlap: int) -> int:
+        """Where ``piece`` starts: after the previous chunk's start, and no earlier than its end
+        minus (generously) the overlap, so repeated text does not resolve to an earlier copy."""
+        if prev is None:
+            return body.find(piece)
+        p_start, p_end, p_tokens = prev
+        if overlap == 0:
+            lower = p_end
+        else:
+            lower = p_end - int((p_end - p_start) * overlap / max(p_tokens, 1) * 2) - 16
+        at = body.find(piece, max(p_start + 1, lower))
+        return at if at >= 0 else body.find(piece, p_start + 1)

@@ -59,7 +59,7 @@ def _decode(data: bytes, source: str, encoding: str) -> str | LoadFailure:
 
 def _normalise(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    return re.sub(r"\n\s*\n(\s*\n)+", "\n\n", text).strip("\n").rstrip()
 
 
 # -- HTML ---------------------------------------------------------------------------------------
@@ -117,7 +117,8 @@ class _HTMLText(HTMLParser):
         self.parts.append(data if self._pre else re.sub(r"\s+", " ", data))
 
     def text(self) -> str:
-        lines = [line.strip() for line in "".join(self.parts).split("\n")]
+        # collapsed text leaves at most one space at a line start; deeper indents come from <pre>
+        lines = [re.sub(r"^ (?=\S)", "", line.rstrip()) for line in "".join(self.parts).split("\n")]
         return _normalise("\n".join(lines))
 
 
