@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 
 from presidio_analyzer import AnalysisExplanation, EntityRecognizer, RecognizerResult
+from spacy.lang.en.stop_words import STOP_WORDS as _STOP_WORDS
 
 from agentstack.ingest.pii.gazetteer import Gazetteer, normalize
 
@@ -50,7 +51,7 @@ _PREFIX_TYPES = (
     "Travessa|Rodovia|Estrada|Strada|Rue|Avenue|Boulevard|Chemin|Allée|Impasse|Place|Quai|Ulica|Ul|Aleja|Al|"
     "Ulitsa|Prospekt|Odos|Leoforos|Platia|Calea|Bulevardul|Strada|Straße"
 )
-_CAPWORD = r"[^\W\d_][\w'’.-]*"
+_CAPWORD = r"[A-ZÀ-ÖØ-ÞĀ-ŽΆ-ΏΑ-ΩЀ-Я][\w'’.-]*"
 _STREET_RES = [
     # 12 Crown St / 2450 Fourth Avenue / 69 Farnell Street (optionally with a second leading number)
     (re.compile(rf"(?<![\w-])(?:\d{{1,6}}\s+)?\d{{1,6}}[A-Za-z]?,?\s+(?:{_CAPWORD}\s+){{0,4}}"
@@ -61,8 +62,8 @@ _STREET_RES = [
     # 846 31 Rue Al Imam Al Bakri
     (re.compile(rf"(?<![\w-])\d{{1,6}}\s+(?:\d{{1,6}}\s+)?(?:{_PREFIX_TYPES})\.?(?:\s+{_CAPWORD}){{1,5}}"), 0.8),
     # Hammarvägen 15 / Puruntie 82 / Gerrit Achterberghove 137 / Victor Hugo u. 49.
-    (re.compile(rf"(?<![\w-])(?:\d{{1,6}}\s+)?(?:{_CAPWORD}\s+){{0,3}}[^\W\d_]*(?:{_NORDIC_ENDINGS})\.?\s+\d{{1,5}}"
-                r"[A-Za-z]?\b\.?", re.IGNORECASE), 0.8),
+    (re.compile(rf"(?<![\w-])(?:\d{{1,6}}\s+)?(?:{_CAPWORD}\s+){{0,3}}[^\W\d_]*(?i:{_NORDIC_ENDINGS})\.?\s+\d{{1,5}}"
+                r"[A-Za-z]?\b\.?"), 0.8),
     # Rua do Arenque 1634 / Via Franscini 71 / Strada Provinciale 65 22
     (re.compile(rf"(?<![\w-])(?:\d{{1,6}}\s+)?(?:{_PREFIX_TYPES})\.?\s+(?:[\w'’.-]+\s+){{0,5}}?\d{{1,5}}[A-Za-z]?"
                 r"(?:\s+\d{1,5})?\b"), 0.8),
@@ -185,11 +186,17 @@ class NameLocationRecognizer(EntityRecognizer):
                 out.append(("LOCATION", m.start(), m.end(), score, "street pattern"))
         return out
 
-    def _is_word(self, key: str) -> bool:
-        """A common English word (alone it is not evidence of a name or a place)."""
+    def _is_word(self, key: str, in_name: bool = False) -> bool:
+        """A common English word (alone it is not evidence of a name or a place). Function words
+        always are; inside a multi-word run (``in_name``), a dictionary word that is also among the
+        most common first or last names (rank <= 1,000 somewhere: Anna, Berg) counts as a name."""
         gaz = self.gaz
-        return (key in gaz.words or len(key) < 2 or bool(gaz.first.get(key, 0) & 1)
-                or bool(gaz.last.get(key, 0) & 1) or bool(gaz.places.get(key, 0) & 1))
+        if key in _STOP_WORDS or len(key) < 2:
+            return True
+        first, last = gaz.first.get(key, 0), gaz.last.get(key, 0)
+        if in_name and (first >> 1 == 1 or last >> 1 == 1):
+            return False
+        return key in gaz.words or bool(first & 1) or bool(last & 1) or bool(gaz.places.get(key, 0) & 1)
 
     def _runs(self, toks: list[_Tok], lower_text: bool) -> list[tuple[int, int]]:
         """Index ranges [i, j) of capitalized runs (in an all-lower-case text: runs of words found
@@ -241,6 +248,8 @@ class NameLocationRecognizer(EntityRecognizer):
             titled = True
         while i < j and (toks[i].key in _NOT_NAMES or toks[i].key == "the") and not titled:
             i += 1
+        while j - i > 1 and (toks[i].after_punct or toks[i].line_start) and self._is_word(toks[i].key, True):
+            i += 1  # "Contact Johanna Lindqvist": a capitalized sentence-initial word is not part of a name
         while j > i and toks[j - 1].key in _NOT_NAMES:
             j -= 1
         if i >= j:
@@ -276,18 +285,18 @@ class NameLocationRecognizer(EntityRecognizer):
             if len(words) > 4:
                 return ("LOCATION", start, end, 0.8, "place gazetteer") if place is not None else None
             last = gaz.last.get(words[-1])
-            name_like = sum(1 for w in words if (w in gaz.first or w in gaz.last) and not self._is_word(w))
+            name_like = sum(1 for w in words if (w in gaz.first or w in gaz.last) and not self._is_word(w, True))
             initial = any(_initial(t) for t in run_toks[1:-1])
             if place is not None and (place >> 1) >= 2 and not person_ctx:
                 return ("LOCATION", start, end, 0.85, "place gazetteer (country/region)")
-            if (first is not None and not first & 1) or titled or initial or (person_ctx and name_like):
+            if (first is not None and not self._is_word(words[0], True)) or titled or initial or (person_ctx and name_like):
                 score = 0.85 if (last is not None or titled or initial) else 0.7
                 return ("PERSON", start, end, score, "first name + capitalized words")
             if place is not None:
                 return ("LOCATION", start, end, 0.75 if not place & 1 else 0.5, "place gazetteer")
-            if place_ctx and not any(self._is_word(w) for w in words):
+            if place_ctx and not any(self._is_word(w, True) for w in words):
                 return ("LOCATION", start, end, 0.55, "place cue")
-            if name_like >= 2 or name_like >= 1 and len(words) == 2 and not any(self._is_word(w) for w in words):
+            if name_like >= 2 or name_like >= 1 and len(words) == 2 and not any(self._is_word(w, True) for w in words):
                 return ("PERSON", start, end, 0.55, "name gazetteer (weak)")
             return None
 

@@ -44,6 +44,24 @@ class Detection:
     score: float
 
 
+class _WithholdMessages(logging.Filter):
+    """Presidio logs matched text and context words (DEBUG) and unvalidated values (ERROR); keep
+    the record's level and logger but withhold its message, which may carry personal data."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return False
+        record.msg, record.args = "%s: message withheld (may contain personal data)", (record.name,)
+        return True
+
+
+def _silence_presidio_values() -> None:
+    for name in ("presidio-analyzer", "presidio-anonymizer"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _WithholdMessages) for f in logger.filters):
+            logger.addFilter(_WithholdMessages())
+
+
 def _lemma_engine_class():
     from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
 
@@ -90,6 +108,7 @@ class PresidioScrubber:
         with self._lock:
             if self._analyzer is not None:
                 return
+            _silence_presidio_values()
             require("presidio_analyzer", package="presidio-analyzer")
             require("presidio_anonymizer", package="presidio-anonymizer")
             from presidio_analyzer import AnalyzerEngine, RecognizerRegistry

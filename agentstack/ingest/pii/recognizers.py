@@ -129,7 +129,8 @@ class CaseInsensitiveIbanRecognizer(PatternRecognizer):
     """IBANs written in lower or mixed case (Presidio's recognizer only accepts upper case):
     two letters, two check digits, 11-30 alphanumerics, and a valid ISO 13616 mod-97 checksum."""
 
-    PATTERNS = [Pattern("iban any case", r"\b[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}\b", 0.3)]
+    PATTERNS = [Pattern("iban any case, compact", r"\b[A-Za-z]{2}\d{2}[A-Za-z0-9]{11,30}\b", 0.3),
+                Pattern("iban any case, grouped", r"\b[A-Za-z]{2}\d{2}(?: [A-Za-z0-9]{4}){2,7}(?: \d{1,3})?\b", 0.3)]
 
     def __init__(self) -> None:
         super().__init__(supported_entity="IBAN_CODE", patterns=self.PATTERNS, context=["iban"],
