@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 ROUTERS = [
     "server.routes.health",
     "server.routes.openai",
+    "server.routes.indexes",
 ]
 
 

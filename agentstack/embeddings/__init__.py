@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 from agentstack.embeddings.base import Embedder
 
 if TYPE_CHECKING:
-    from agentstack.config import EmbedderSettings
+    from agentstack.config import EmbedderSettings, Settings
 
 __all__ = ["Embedder", "build_embedder"]
 
 
-def build_embedder(settings: "EmbedderSettings") -> Embedder:
-    """The embedder described by ``settings`` (cheap: weights load in ``warm_up()``)."""
+def build_embedder(settings: "EmbedderSettings | Settings") -> Embedder:
+    """The embedder described by ``settings`` (the ``embedder`` section, or the whole settings
+    tree). Cheap: weights load in ``warm_up()`` or on the first ``encode``."""
     from agentstack.embeddings.sentence_transformers import SentenceTransformerEmbedder
 
-    return SentenceTransformerEmbedder(settings)
+    return SentenceTransformerEmbedder(getattr(settings, "embedder", settings))

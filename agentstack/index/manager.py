@@ -46,15 +46,16 @@ UPLOAD_PREFIX = "upload:"
 
 
 class IndexManager:
-    """Indexes under ``settings.indexes_path``. ``embedder`` is the one configured in settings
-    (shared with the server); ``scrubber_factory`` replaces the Presidio scrubber (tests)."""
+    """Indexes under ``settings.indexes_path``. ``embedder`` is the one configured in settings,
+    or a zero-argument function returning it (the server shares its own, loaded on first use);
+    ``scrubber_factory`` replaces the Presidio scrubber."""
 
-    def __init__(self, settings: "Settings", *, embedder: Embedder | None = None,
+    def __init__(self, settings: "Settings", *, embedder: Embedder | Callable[[], Embedder] | None = None,
                  scrubber_factory: ScrubberFactory | None = None, lock_timeout: float = 30.0):
         self.settings = settings
         self.root = settings.indexes_path
         self.lock_timeout = lock_timeout
-        self._embedders: dict[str, Embedder] = {}
+        self._embedders: dict[str, Any] = {}  # model key -> Embedder, or a factory until first use
         if embedder is not None:
             self._embedders[self._embedder_key(None)] = embedder
         self._scrubber_factory = scrubber_factory or self._presidio_scrubber
@@ -77,6 +78,8 @@ class IndexManager:
                 if model:
                     settings = settings.model_copy(update={"model": str(Path(model).expanduser())})
                 self._embedders[key] = build_embedder(settings)
+            if not hasattr(type(self._embedders[key]), "encode"):  # a factory given by the caller
+                self._embedders[key] = self._embedders[key]()
             return self._embedders[key]
 
     def _presidio_scrubber(self, pii: PiiSpec, base_dir: Path | None) -> "Scrubber | None":
