@@ -76,7 +76,8 @@ def distributions_plot(keys: list[str], runs: dict[str, dict[str, Any]], cols: i
     fig = _figure(3.0 * min(cols, len(keys)), 2.3 * rows)
     for i, key in enumerate(keys):
         ax = fig.add_subplot(rows, min(cols, len(keys)), i + 1)
-        bins: Any = [0.5, 1.5, 2.5, 3.5, 4.5, 5.5] if key.startswith("judge.") else 15
+        discrete = key.startswith("judge.") and not key.endswith(".expected")
+        bins: Any = [0.5, 1.5, 2.5, 3.5, 4.5, 5.5] if discrete else 15
         for label, report in runs.items():
             values = _values(report, key)
             if values:

@@ -119,6 +119,8 @@ async def _process(suite: Suite, system: Any, panel: JudgePanel | None, specs: l
             judged[name] = js.as_dict()
             if not (js.error or "").startswith("missing input"):
                 scores[f"judge.{name}"] = js.score
+                if panel.weighted and panel.mode == "structured":
+                    scores[f"judge.{name}.expected"] = js.expected
         scores["judge_latency_s"] = time.perf_counter() - started
     scores["latency_s"] = pred.latency_s
     stored = pred.as_dict()
@@ -132,7 +134,9 @@ def judge_summary(records: list[dict[str, Any]], names: list[str]) -> dict[str, 
         rows = [(r.get("judges") or {}).get(name) for r in records]
         rows = [x for x in rows if x]
         scored = [x["score"] for x in rows if x.get("score") is not None]
+        expected = [x["expected"] for x in rows if x.get("expected") is not None]
         out[name] = {"n": len(scored), "mean": sum(scored) / len(scored) if scored else None,
+                     "mean_expected": sum(expected) / len(expected) if expected else None,
                      "parse_failures": sum(x.get("error") == "parse" for x in rows),
                      "engine_errors": sum((x.get("error") or "").startswith("engine") for x in rows),
                      "skipped": sum((x.get("error") or "").startswith("missing input") for x in rows),

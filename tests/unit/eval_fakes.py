@@ -12,7 +12,9 @@ import asyncio
 import re
 from collections.abc import Callable
 
-from agentstack.engines.base import Capabilities, ChatRequest, ChatResult, Choice, ModelInfo, Usage
+import math
+
+from agentstack.engines.base import Capabilities, ChatRequest, ChatResult, Choice, ModelInfo, TokenLogprob, Usage
 from agentstack.errors import ContextLengthError
 
 
@@ -35,8 +37,9 @@ class FakeEngine:
 
     def __init__(self, reply: Callable[[ChatRequest], str] = default_reply, structured: bool = True,
                  refuse_structured: bool = False, fail_on: str | None = None, context: int = 4096,
-                 delay: float = 0.0):
-        self.capabilities = Capabilities(structured_output=structured)
+                 delay: float = 0.0, score_probs: dict[int, float] | None = None):
+        self.capabilities = Capabilities(structured_output=structured, logprobs=score_probs is not None)
+        self.score_probs = score_probs
         self.reply = reply
         self.refuse_structured = refuse_structured
         self.fail_on = fail_on
@@ -73,4 +76,11 @@ class FakeEngine:
         if tokens > self.context:
             raise ContextLengthError(f"{tokens} tokens", param="messages")
         text = self.reply(request)
-        return ChatResult([Choice(0, text, "stop")], Usage(tokens, len(text) // 4 + 1), request.model)
+        logprobs = None
+        m = re.fullmatch(r'\{"score": ([1-5])\}', text)
+        if request.params.logprobs and m and self.score_probs:
+            top = [(str(k), math.log(p)) for k, p in self.score_probs.items()]
+            logprobs = [TokenLogprob('{"', 0.0), TokenLogprob("score", 0.0), TokenLogprob('":', 0.0),
+                        TokenLogprob(" ", 0.0), TokenLogprob(m.group(1), math.log(self.score_probs.get(
+                            int(m.group(1)), 1e-9)), top), TokenLogprob("}", 0.0)]
+        return ChatResult([Choice(0, text, "stop", logprobs)], Usage(tokens, len(text) // 4 + 1), request.model)

@@ -10,6 +10,7 @@ from eval_fakes import FakeEngine
 from agentstack.evaluation.client import EngineClient
 from agentstack.evaluation.datasets.base import Example
 from agentstack.evaluation.judges import RUBRICS, JudgePanel, parse_choice, parse_score
+from agentstack.evaluation.judges.panel import expected_score
 from agentstack.evaluation.judges.agreement import (judge_trust, load_agreement, measure_agreement,
                                                     save_agreement, trusted_judges)
 
@@ -88,6 +89,18 @@ def test_parse_failures_missing_inputs_and_truncation_are_counted():
     assert "c" * 101 not in engine.requests[-1].messages[1]["content"]
     with pytest.raises(ValueError, match="unknown judge 'tone'"):
         asyncio.run(panel.score("tone", question="q", answer="a"))
+
+
+def test_weighted_scores_from_logprobs():
+    # P(1)=0.5, P(2)=0.25, P(5)=0.25 -> expected 0.5 + 0.5 + 1.25 = 2.25; the argmax score stays 1
+    engine = FakeEngine(score_probs={1: 0.5, 2: 0.25, 5: 0.25}, reply=lambda r: '{"score": 1}')
+    panel = _panel(engine)
+    s = asyncio.run(panel.score("fluency", question="q", answer="a"))
+    assert (s.score, s.expected, s.value) == (1, pytest.approx(2.25), pytest.approx(2.25))
+    assert engine.requests[0].params.top_logprobs == 8 and panel.describe()["weighted"] is True
+    plain = asyncio.run(_panel(FakeEngine()).score("fluency", question="q", answer="a [score=4]"))
+    assert (plain.expected, plain.value) == (None, 4)
+    assert expected_score(None) is None
 
 
 def test_pairwise_asks_both_orders():

@@ -1,8 +1,9 @@
 """How far each judge agrees with human preference labels, and which judges may be trusted.
 
 Human labels: HH-RLHF pairs (a conversation, the reply people *chose*, the one they *rejected*).
-For a 1-5 judge, a pair is scored twice (question = the conversation, answer = each reply): the
-judge *agrees* when it scores the chosen reply higher, *disagrees* when lower, *ties* when equal;
+For a 1-5 judge, a pair is scored twice (question = the conversation, answer = each reply), on the
+probability-weighted score when the panel measures it (else the 1-5 score): the judge *agrees*
+when it scores the chosen reply higher, *disagrees* when lower, *ties* when equal;
 a pair where either score failed to parse is left out and counted. Agreement = (agree + ties / 2)
 / n, with a Wilson 95% interval, so 0.5 is chance. The pairwise judge is measured the same way on
 its verdict (both orders, see :meth:`JudgePanel.compare`).
@@ -42,7 +43,7 @@ def _tally(outcomes: list[str | None]) -> dict[str, Any]:
             "decisive_accuracy": agree / (agree + disagree) if agree + disagree else None}
 
 
-def _outcome(chosen: int | None, rejected: int | None) -> str | None:
+def _outcome(chosen: float | None, rejected: float | None) -> str | None:
     if chosen is None or rejected is None:
         return None
     return "agree" if chosen > rejected else "disagree" if chosen < rejected else "tie"
@@ -68,7 +69,7 @@ async def measure_agreement(panel: JudgePanel, pairs: Sequence[Example], judges:
             jobs.append(panel.compare(ex.input, chosen, rejected))
         results = await asyncio.gather(*jobs)
         for i, name in enumerate(judges):
-            outcomes[name].append(_outcome(results[2 * i].score, results[2 * i + 1].score))
+            outcomes[name].append(_outcome(results[2 * i].value, results[2 * i + 1].value))
         if pairwise:
             verdict = results[-1].outcome
             outcomes["pairwise"].append(None if verdict is None else
@@ -79,6 +80,7 @@ async def measure_agreement(panel: JudgePanel, pairs: Sequence[Example], judges:
 
     await asyncio.gather(*(one(ex) for ex in pairs))
     return {"model": panel.model, "engine": getattr(panel.client.engine, "kind", "?"), "mode": panel.mode,
+            "basis": "expected" if panel.weighted and panel.mode == "structured" else "score",
             "n_pairs": len(pairs), "judges": {name: _tally(o) for name, o in outcomes.items()},
             "panel": panel.stats.as_dict()}
 

@@ -10,6 +10,11 @@ Replies are always parsed defensively (JSON, then ``score: N``, then a bare lead
 reply that yields no score is a *parse failure*: its score is ``None``, it is counted per judge and
 reported, and it is never silently turned into a number.
 
+With ``weighted`` (default: when the engine gives log-probabilities and the score is constrained)
+each score also carries ``expected``: the probability-weighted mean over the five score tokens at
+the score position (G-Eval, Liu et al. 2023). It separates answers that the argmax score ties,
+which matters for small judge models that put most mass on one digit.
+
 Long inputs are cut to ``max_chars`` characters per field (``max_context_chars`` for the
 context) and the cut is recorded, so a judge never fails on the context window.
 
@@ -75,6 +80,23 @@ def parse_score(text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def expected_score(logprobs: list[Any] | None) -> float | None:
+    """Probability-weighted score at the first token that is a digit 1-5, from its top
+    alternatives (:class:`~agentstack.engines.base.TokenLogprob`); ``None`` if there is none."""
+    import math
+
+    for lp in logprobs or []:
+        if lp.token.strip() in ("1", "2", "3", "4", "5"):
+            mass: dict[int, float] = {}
+            for token, logprob in list(lp.top) or [(lp.token, lp.logprob)]:
+                t = token.strip()
+                if t in ("1", "2", "3", "4", "5"):
+                    mass[int(t)] = mass.get(int(t), 0.0) + math.exp(logprob)
+            total = sum(mass.values())
+            return sum(k * p for k, p in mass.items()) / total if total > 0 else None
+    return None
+
+
 def parse_choice(text: str) -> str | None:
     """``"A"``, ``"B"`` or ``"tie"`` from a pairwise judge's reply, or ``None``."""
     for m in _JSON_OBJECT.finditer(text):
@@ -99,6 +121,12 @@ class JudgeScore:
     raw: str = ""
     structured: bool = False
     truncated: bool = False
+    expected: float | None = None  # probability-weighted score (weighted mode only)
+
+    @property
+    def value(self) -> float | None:
+        """The finest score available: ``expected`` when measured, else ``score``."""
+        return self.expected if self.expected is not None else self.score
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,12 +162,15 @@ class JudgePanel:
     output when the engine advertises it (falling back if it refuses), ``True``/``False`` = force."""
 
     def __init__(self, client: EngineClient, model: str | None = None, structured: bool | None = None,
-                 max_chars: int = 3000, max_context_chars: int = 12000, rubrics: dict[str, Rubric] | None = None):
+                 max_chars: int = 3000, max_context_chars: int = 12000, rubrics: dict[str, Rubric] | None = None,
+                 weighted: bool | None = None):
         self.client = client
         self._model = model
         self.rubrics = dict(rubrics or RUBRICS)
         self._structured = client.supports_structured if structured is None else structured
         self._forced = structured is not None
+        logprobs = bool(getattr(getattr(client.engine, "capabilities", None), "logprobs", False))
+        self.weighted = logprobs if weighted is None else weighted
         self.max_chars = max_chars
         self.max_context_chars = max_context_chars
         self.stats = PanelStats()
@@ -156,7 +187,7 @@ class JudgePanel:
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.model, "mode": self.mode, "engine": getattr(self.client.engine, "kind", "?"),
-                "judges": sorted(self.rubrics)}
+                "weighted": self.weighted, "judges": sorted(self.rubrics)}
 
     def rubric(self, name: str) -> Rubric:
         try:
@@ -181,14 +212,18 @@ class JudgePanel:
         return [{"role": "system", "content": rubric.system_prompt()},
                 {"role": "user", "content": "\n\n".join(parts)}], truncated
 
-    async def _ask(self, messages: list[dict[str, str]], schema: dict[str, Any], max_tokens: int) -> tuple[str, bool]:
-        """The judge model's reply text, and whether it was constrained."""
+    async def _ask(self, messages: list[dict[str, str]], schema: dict[str, Any], max_tokens: int,
+                   weighted: bool = False) -> tuple[str, bool, float | None]:
+        """The judge model's reply text, whether it was constrained, and the weighted score."""
         params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
         if self._structured:
+            if weighted and self.weighted:
+                params = params.model_copy(update={"logprobs": True, "top_logprobs": 8})
             request = ChatRequest(messages=messages, model=self.model, params=params,
                                   structured=StructuredOutput(kind="json_schema", value=schema))
             try:
-                return (await self.client.chat(request)).text, True
+                result = await self.client.chat(request)
+                return result.text, True, expected_score(result.choices[0].logprobs) if params.logprobs else None
             except (OverloadedError, ContextLengthError, ModelNotFoundError):
                 raise
             except Exception as exc:  # the engine refused the constraint: fall back, say so once
@@ -199,9 +234,9 @@ class JudgePanel:
                                 type(exc).__name__)
                 self._structured = False
                 self.stats.structured_fallbacks += 1
-        request = ChatRequest(messages=messages, model=self.model, params=params.model_copy(
-            update={"max_tokens": max_tokens + 16}))
-        return (await self.client.chat(request)).text, False
+        request = ChatRequest(messages=messages, model=self.model, params=SamplingParams(
+            temperature=0.0, max_tokens=max_tokens + 16))
+        return (await self.client.chat(request)).text, False, None
 
     # -- scoring ----------------------------------------------------------------------------------
     async def score(self, name: str, **inputs: Any) -> JudgeScore:
@@ -215,7 +250,7 @@ class JudgePanel:
         if truncated:
             self.stats.truncated[name] += 1
         try:
-            raw, structured = await self._ask(messages, SCORE_SCHEMA, max_tokens=12)
+            raw, structured, expected = await self._ask(messages, SCORE_SCHEMA, max_tokens=12, weighted=True)
         except Exception as exc:
             self.stats.errors[name] += 1
             log.warning("judge %s failed: %s", name, type(exc).__name__)
@@ -223,7 +258,8 @@ class JudgePanel:
         value = parse_score(raw)
         if value is None:
             self.stats.parse_failures[name] += 1
-        return JudgeScore(name, value, None if value is not None else "parse", raw[:200], structured, truncated)
+        return JudgeScore(name, value, None if value is not None else "parse", raw[:200], structured, truncated,
+                          expected if value is not None else None)
 
     async def score_many(self, names: list[str], inputs: dict[str, Any]) -> dict[str, JudgeScore]:
         import asyncio
@@ -239,7 +275,7 @@ class JudgePanel:
                     {"role": "user", "content": f"CONVERSATION:\n{c}\n\nREPLY A:\n{a}\n\nREPLY B:\n{b}\n\n"
                                                 "Which reply is better? JSON only."}]
         self.stats.calls["pairwise"] += 1
-        raw, _ = await self._ask(messages, PAIR_SCHEMA, max_tokens=10)
+        raw, _, _ = await self._ask(messages, PAIR_SCHEMA, max_tokens=10)
         verdict = parse_choice(raw)
         if verdict is None:
             self.stats.parse_failures["pairwise"] += 1

@@ -1,0 +1,83 @@
+"""The evaluation toolkit on the real embedded engine (SmolLM2-135M): judges, agreement, and a
+tiny suite run end to end, interrupted by a limit and resumed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import yaml
+
+from agentstack.evaluation.client import EngineClient
+from agentstack.evaluation.datasets.base import Example
+from agentstack.evaluation.judges import JUDGES, JudgePanel
+from agentstack.evaluation.judges.agreement import measure_agreement
+from agentstack.evaluation.runner import run_suite
+from agentstack.evaluation.suite import load_suite
+from agentstack.evaluation.systems import SystemContext
+
+pytestmark = pytest.mark.integration
+
+
+def test_judges_score_on_the_real_engine(embedded_engine):
+    panel = JudgePanel(EngineClient(embedded_engine, concurrency=8))
+    inputs = {"question": "What is the capital of France?", "answer": "The capital of France is Paris.",
+              "context": "Paris is the capital and largest city of France.", "ground_truth": "Paris."}
+    scores = asyncio.run(panel.score_many(list(JUDGES), inputs))
+    assert set(scores) == set(JUDGES)
+    for s in scores.values():
+        assert s.error in (None, "parse")
+        assert (s.score is None) == (s.error == "parse")
+        if s.score is not None:
+            assert 1 <= s.score <= 5
+        if s.structured:  # constrained decoding: the reply is always a valid score
+            assert s.score is not None
+            if panel.weighted:
+                assert 1.0 <= s.expected <= 5.0
+    stats = panel.stats
+    assert sum(stats.calls.values()) == 5
+    assert sum(stats.parse_failures.values()) == sum(s.error == "parse" for s in scores.values())
+
+
+def test_agreement_on_labelled_pairs(embedded_engine):
+    pairs = [Example(id="a", input="Human: How do I make tea?",
+                     fields={"chosen": "Boil water, pour it over a tea bag and wait three minutes.",
+                             "rejected": "I don't know."}),
+             Example(id="b", input="Human: How can I hurt my neighbour?",
+                     fields={"chosen": "I won't help with hurting anyone. If there is a conflict, try talking.",
+                             "rejected": "Put something sharp on their doorstep."})]
+    panel = JudgePanel(EngineClient(embedded_engine, concurrency=8))
+    result = asyncio.run(measure_agreement(panel, pairs, judges=("relevance",)))
+    for name in ("relevance", "pairwise"):
+        t = result["judges"][name]
+        assert t["n"] + t["failures"] == 2
+        if t["n"]:
+            assert 0.0 <= t["agreement"] <= 1.0 and t["ci95"][0] <= t["agreement"] <= t["ci95"][1]
+
+
+def test_tiny_suite_end_to_end_with_resume(embedded_engine, settings, tmp_path):
+    rows = [{"id": f"t{i}", "en": en, "de": de} for i, (en, de) in enumerate([
+        ("Good morning.", "Guten Morgen."), ("Thank you very much.", "Vielen Dank."),
+        ("The house is red.", "Das Haus ist rot."), ("Where is the station?", "Wo ist der Bahnhof?")])]
+    (tmp_path / "tiny.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump({
+        "name": "tiny-en-de", "dataset": {"path": "tiny.jsonl",
+                                          "options": {"fields": {"input": "en", "reference": "de"}}},
+        "system": {"kind": "plain", "prompt": "Translate into German: {input}", "params": {"max_tokens": 16}},
+        "metrics": ["chrf", "bleu", "token_f1"], "judges": ["fluency"]}))
+    suite = load_suite(tmp_path / "suite.yaml")
+    ctx = SystemContext(settings, client=EngineClient(embedded_engine, concurrency=8))
+    first = asyncio.run(run_suite(suite, settings, suite_dir=tmp_path, ctx=ctx, limit=2))
+    assert (first.answered, first.report["n"]) == (2, 2)
+    second = asyncio.run(run_suite(suite, settings, suite_dir=tmp_path, ctx=ctx))
+    assert (second.answered, second.report["n"], second.errors) == (2, 4, 0)
+    assert second.run_dir == first.run_dir
+    report = second.report
+    assert report["system"]["model"] == embedded_engine.base_name
+    assert all(r["prediction"]["text"] and r["prediction"]["completion_tokens"] <= 16 for r in report["examples"])
+    assert 0.0 <= report["corpus"]["chrf"] <= 100.0 and report["corpus"]["chrf_n"] == 4
+    j = report["judges"]["fluency"]
+    assert j["n"] + j["parse_failures"] == 4
+    assert report["usage"]["completion_tokens"] > 0
+    assert (second.run_dir / "report.html").stat().st_size > 1000
