@@ -188,6 +188,7 @@ async def run_suite(suite: Suite, settings: Any, *, suite_dir: Path = Path("."),
     checkpoint = Checkpoint(ckpt_path)
     gate = asyncio.Semaphore(ctx.concurrency)
     started = time.perf_counter()
+    load_samples: list[float] = [os.getloadavg()[0]]
 
     async def one(ex: Example) -> None:
         nonlocal finished
@@ -195,6 +196,7 @@ async def run_suite(suite: Suite, settings: Any, *, suite_dir: Path = Path("."),
             record = await _process(suite, system, panel, specs, scoring, ex)
         await checkpoint.append(record)
         done[ex.id] = record
+        load_samples.append(os.getloadavg()[0])
         finished += 1
         if progress:
             progress(finished, total)
@@ -226,7 +228,9 @@ async def run_suite(suite: Suite, settings: Any, *, suite_dir: Path = Path("."),
                    "total_wall_s": sum(s.get("wall_s", 0.0) for s in run_meta["sessions"]),
                    "mean_latency_s": sum(latencies) / len(latencies) if latencies else None,
                    "concurrency": ctx.concurrency, "sessions": len(run_meta["sessions"]),
-                   "machine_start": session["machine_start"], "machine_end": session["machine_end"]},
+                   "machine_start": session["machine_start"], "machine_end": session["machine_end"],
+                   "loadavg_1m_during": {"min": min(load_samples), "max": max(load_samples),
+                                         "mean": sum(load_samples) / len(load_samples), "samples": len(load_samples)}},
         "usage": ctx._client.usage() if ctx._client is not None else None,
         "examples": records,
     }

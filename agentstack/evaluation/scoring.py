@@ -173,6 +173,24 @@ def _refusal_corpus(pairs: list[tuple[Example, Prediction]]) -> dict[str, Any]:
     return {"refusal": refusal_rate(p.text for _, p in pairs).as_dict()}
 
 
+def _pii_spans(pairs: list[tuple[Example, Prediction]], spans_field: str = "spans") -> dict[str, Any]:
+    """Span-level PII detection against gold spans (``fields.spans``); the system returns its
+    detected spans in ``prediction.extra["spans"]`` as ``{start, end, label}``."""
+    from agentstack.evaluation.metrics.spans import span_report
+
+    docs = [(e.fields.get(spans_field) or [], p.extra.get("spans") or []) for e, p in pairs]
+    out: dict[str, Any] = {"pii_n": len(docs)}
+    for mode in ("exact", "overlap"):
+        for labelled in (True, False):
+            r = span_report(docs, mode=mode, match_label=labelled)
+            key = f"pii_{mode}" + ("" if labelled else "_any_label")
+            out[key] = {"precision": r.micro.precision, "recall": r.micro.recall, "f1": r.micro.f,
+                        "macro_f1": r.macro.f}
+            if labelled and mode == "overlap":
+                out["pii_overlap_per_label"] = {str(k): v.as_dict() for k, v in r.per_label.items()}
+    return out
+
+
 def _length(ex: Example, p: Prediction, ctx: ScoringContext) -> Scores:
     return {"answer_words": float(len(p.text.split()))}
 
@@ -202,5 +220,6 @@ register_metric("bleu", _sentence_bleu, _corpus_bleu, needs_reference=True)
 register_metric("chrf", _sentence_chrf, _corpus_chrf, needs_reference=True)
 register_metric("refusal", _refusal, _refusal_corpus)
 register_metric("length", _length)
+register_metric("pii_spans", lambda ex, p, ctx, **kw: {}, _pii_spans)
 register_metric("semantic", _semantic, needs_reference=True)
 register_metric("retrieval", _retrieval)

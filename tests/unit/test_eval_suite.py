@@ -179,3 +179,51 @@ def test_map_reduce_condenses_long_contexts():
     assert len(maps) == pred.steps[0]["chunks"] >= 5
     assert all(len(r.messages[-1]["content"]) <= 150 * 4 * 1.2 for r in maps)
     assert pred.text == "final answer" and pred.prompt_tokens > 0 and pred.contexts == [long_ctx]
+
+
+def test_pii_span_metric_from_system_spans(settings, tmp_path):
+    from agentstack.evaluation.systems import Prediction, register_system
+
+    rec = {"full_text": "Ann met Bob in Paris", "masked": "", "template_id": 1, "spans": [
+        {"entity_type": "PERSON", "entity_value": "Ann", "start_position": 0, "end_position": 3},
+        {"entity_type": "PERSON", "entity_value": "Bob", "start_position": 8, "end_position": 11},
+        {"entity_type": "GPE", "entity_value": "Paris", "start_position": 15, "end_position": 20}]}
+    (tmp_path / "synth_dataset_v2.json").write_text(json.dumps([rec]))
+
+    class Detector:  # finds Ann exactly, half of Bob, and calls Paris a PERSON
+        kind = "detector"
+
+        async def answer(self, example):
+            return Prediction(text="", extra={"spans": [{"start": 0, "end": 3, "label": "PERSON"},
+                                                        {"start": 8, "end": 10, "label": "PERSON"},
+                                                        {"start": 15, "end": 20, "label": "PERSON"}]})
+
+        def describe(self):
+            return {"kind": self.kind}
+
+    register_system("detector")(lambda config, ctx: Detector())
+    try:
+        path = tmp_path / "pii.yaml"
+        path.write_text(yaml.safe_dump({"name": "pii", "dataset": {"adapter": "presidio", "path": "."},
+                                        "system": {"kind": "detector"}, "metrics": ["pii_spans"]}))
+        corpus = run(settings, path, FakeEngine()).report["corpus"]
+    finally:
+        SYSTEMS.pop("detector")
+    assert corpus["pii_exact"]["precision"] == pytest.approx(1 / 3) and corpus["pii_exact"]["recall"] == pytest.approx(1 / 3)
+    assert corpus["pii_overlap"]["f1"] == pytest.approx(2 / 3)  # Ann and Bob match; Paris has the wrong label
+    assert corpus["pii_overlap_any_label"]["f1"] == pytest.approx(1.0)
+    assert corpus["pii_overlap_per_label"]["GPE"]["recall"] == 0.0
+
+
+def test_example_suites_are_valid(settings):
+    from agentstack.evaluation.datasets import ADAPTERS
+    from agentstack.evaluation.scoring import parse_metric_specs
+
+    files = sorted((Path(__file__).parents[2] / "bench" / "suites").glob("*.yaml"))
+    assert len(files) >= 5
+    ctx = SystemContext(settings, client=EngineClient(FakeEngine()))
+    for f in files:
+        suite = load_suite(f)
+        assert suite.dataset.adapter in ADAPTERS and suite.dataset.path.startswith("{datasets}/")
+        parse_metric_specs(suite.metrics)
+        assert build_system(suite.system, ctx).describe()["kind"] == suite.system["kind"]
