@@ -80,7 +80,7 @@ def _print_run(report: dict[str, Any], run_dir: Path) -> None:
         table.add_row(key, str(s["n"]), f"{s['mean']:.4f}" if s["mean"] is not None else "–",
                       f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "–")
     for key, value in report["corpus"].items():
-        if isinstance(value, (int, float)) and not key.endswith("_n"):
+        if isinstance(value, (int, float)) and not key.endswith(("_n", "_bp")):
             table.add_row(key, str(report["corpus"].get(f"{key}_n", report["n"])), f"{value:.4f}", "")
         elif isinstance(value, dict) and "rate" in value:
             ci = value["ci95"]

@@ -44,6 +44,15 @@ def headline(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def gate_figures(report: dict[str, Any]) -> dict[str, float]:
+    """The headline figures a promotion gate may rely on: every figure except the scores of judges
+    that are not trusted (agreement with human labels below ``evaluation.judge_min_agreement``
+    when the report was made, or never measured)."""
+    untrusted = {name for name, j in (report.get("judges") or {}).items() if not j.get("trusted")}
+    return {k: v for k, v in headline(report).items()
+            if not (k.startswith("judge.") and k.split(".")[1] in untrusted)}
+
+
 def summary(report: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
     system = report.get("system") or {}
     row = {"run_id": report.get("run_id"), "suite": (report.get("suite") or {}).get("name"),

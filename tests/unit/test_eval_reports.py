@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from agentstack.errors import NotFoundError
 from agentstack.evaluation.client import EngineClient
 from agentstack.evaluation.html import render_comparison
-from agentstack.evaluation.reports import compare_reports, list_reports, load_report
+from agentstack.evaluation.reports import compare_reports, gate_figures, list_reports, load_report
 from agentstack.evaluation.runner import run_suite
 from agentstack.evaluation.suite import load_suite
 from agentstack.evaluation.systems import SystemContext
@@ -57,6 +57,14 @@ def test_list_load_and_compare(settings, tmp_path):
     assert cmp["common_examples"] == 6 and cmp["same_suite"]
     bleu = next(m for m in cmp["metrics"] if m["metric"] == "bleu")
     assert bleu["delta"] > 0 and "paired_n" not in bleu  # a corpus figure has no per-example pairs
+
+
+def test_gate_figures_leave_out_untrusted_judges():
+    report = {"corpus": {"bleu": 20.0, "bleu_n": 5}, "metrics": {"overall": {
+        "judge.fluency": {"mean": 3.0}, "judge.fluency.expected": {"mean": 2.5}, "judge.similarity": {"mean": 4.0},
+        "chrf": {"mean": None}, "latency_s": {"mean": 1.0}}},
+        "judges": {"fluency": {"trusted": False}, "similarity": {"trusted": True}}}
+    assert gate_figures(report) == {"bleu": 20.0, "judge.similarity": 4.0}
 
 
 def test_html_is_self_contained_and_escaped(settings, tmp_path):

@@ -227,3 +227,11 @@ def test_example_suites_are_valid(settings):
         assert suite.dataset.adapter in ADAPTERS and suite.dataset.path.startswith("{datasets}/")
         parse_metric_specs(suite.metrics)
         assert build_system(suite.system, ctx).describe()["kind"] == suite.system["kind"]
+
+
+def test_sampling_defaults_to_greedy_unless_set():
+    c = MapReduceConfig.model_validate({"params": {"max_tokens": 5}, "map_params": {"top_p": 0.9}})
+    assert c.params.temperature == 0.0 and c.params.max_tokens == 5 and c.map_params.temperature == 0.0
+    assert MapReduceConfig.model_validate({"params": {"temperature": 0.7}}).params.temperature == 0.7
+    with pytest.raises(ValueError):
+        MapReduceConfig.model_validate({"params": {"max_tokens": 5}, "typo": 1})
