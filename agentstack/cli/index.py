@@ -170,7 +170,7 @@ def search(name: str = typer.Argument(...), query: str = typer.Argument(...),
         console.print("no results")
     for rank, h in enumerate(hits, start=1):
         where = " > ".join(h.heading_path)
-        console.print(f"[bold]{rank}.[/bold] {h.score:.4f}  [cyan]{h.title}[/cyan] {where}  [dim]{h.source}"
+        console.print(f"[bold]{rank}.[/bold] {h.score:.4f}  [cyan]{where or h.title}[/cyan]  [dim]{h.source}"
                       f"[{h.start}:{h.end}][/dim]", soft_wrap=True)
         text = " ".join(h.text.split())
         console.print("   " + (text[:300] + " …" if len(text) > 300 else text), markup=False, soft_wrap=True)
@@ -252,12 +252,14 @@ def stats(name: str = typer.Argument(...), as_json: bool = JsonOpt) -> None:
 @index_app.command("rebuild")
 def rebuild(name: str = typer.Argument(...),
             spec: Path = typer.Option(None, "--spec", help="Adopt this spec (chunking, embedder, vectors, PII)."),
+            vectors_only: bool = typer.Option(False, "--vectors-only", help="Only rebuild the FAISS structure "
+                                              "from the stored vectors (after changing `vectors:`)."),
             as_json: bool = JsonOpt) -> None:
     """Re-scrub, re-chunk and re-embed every document as one new version."""
     with _errors(as_json):
         manager = _manager()
         with _progress(not as_json) as progress:
-            report = manager.rebuild(name, spec_path=spec, progress=progress)
+            report = manager.rebuild(name, spec_path=spec, vectors_only=vectors_only, progress=progress)
     _print_report(report, as_json)
 
 

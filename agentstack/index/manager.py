@@ -267,13 +267,16 @@ class IndexManager:
             gen = writer.commit(deletes=doc_ids, report={"kind": "delete", "deleted": len(doc_ids)})
         return IngestReport(index=name, deleted=doc_ids, generation=gen, notes=list(writer.notes))
 
-    def rebuild(self, name: str, *, spec_path: Path | str | None = None,
+    def rebuild(self, name: str, *, spec_path: Path | str | None = None, vectors_only: bool = False,
                 progress: Progress | None = None) -> IngestReport:
         """Re-scrub, re-chunk and re-embed every stored document with the index's spec (or the new
         spec at ``spec_path``) and the embedder configured now, as one new version. Use it after
-        changing the embedder, the chunking, the vector kind or the PII policy."""
+        changing the embedder, the chunking or the PII policy. ``vectors_only`` keeps the stored
+        chunks and vectors and only rebuilds the FAISS structure (after changing ``vectors``)."""
         index = self.open(name)
         spec = load_spec(spec_path) if spec_path else self._stored_spec(index)
+        if vectors_only:
+            return self._rebuild_vectors(index, spec)
         embedder = self.embedder_for(spec.embedder.model)
         scrubber = self.scrubber_for(spec.pii, Path(spec.base_dir) if spec.base_dir else None)
         config = self._config(spec, embedder, scrubber)
@@ -312,6 +315,16 @@ class IndexManager:
         with self._lock:
             self._indexes.pop(name, None)  # the embedder may have changed
         return report
+
+    def _rebuild_vectors(self, index: Index, spec: IndexSpec) -> IngestReport:
+        with index.store.writer(self.lock_timeout) as writer:
+            config = {**writer.config(), "vectors": spec.vectors.model_dump()}
+            gen = writer.commit(config=config, report={"kind": "rebuild-vectors"})
+            notes = list(writer.notes)
+        from agentstack.storage.files import atomic_write_json
+
+        atomic_write_json(index.store.path / "spec.json", {**index.store.spec(), "vectors": spec.vectors.model_dump()})
+        return IngestReport(index=index.name, generation=gen, notes=notes)
 
     def verify(self, name: str, *, repair: bool = False) -> Any:
         """Check ``name``; with ``repair``, first let a writer finish an interrupted write."""

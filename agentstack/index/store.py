@@ -466,7 +466,7 @@ class IndexWriter:
         if self._vectors is None and m == s - 1:
             self._vectors = self._load_published()
         vectors = self._vectors
-        if vectors is None or vectors.dim != dim or m != s - 1:
+        if vectors is None or vectors.dim != dim or m != s - 1 or self.config(m)["vectors"] != config["vectors"]:
             return self._build_full(s, dim, spec)
         removed = np.array([r[0] for r in self.conn.execute(
             "SELECT id FROM chunks WHERE added_gen <= ? AND removed_gen > ? AND removed_gen <= ?", (m, m, s))],

@@ -209,6 +209,13 @@ def test_rebuild_with_new_chunking_keeps_fingerprints(manager, tmp_path):
     assert manager.open("kb").verify().ok
     assert len(manager.add("kb").unchanged) == 7  # rebuilt documents still match their sources
 
+    ids = live_chunk_ids(manager, "kb")
+    spec_file.write_text(spec_file.read_text() + "vectors: {kind: hnsw, hnsw_m: 8}\n")
+    manager.rebuild("kb", spec_path=spec_file, vectors_only=True)  # no re-embedding: same chunks
+    index = manager.open("kb")
+    assert index.manifest()["vectors"]["kind"] == "hnsw" and live_chunk_ids(manager, "kb") == ids
+    assert index.verify().ok and index.search("feline pets", k=1, mode="dense")[0].title == "Cats"
+
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_ann_indexes_stay_consistent(manager, tmp_path, kind):
