@@ -159,6 +159,24 @@ class EvaluationSettings(BaseModel):
                                "sets; suite files refer to it as `{datasets}`.")
 
 
+class OrchestrationSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    top_k: int = Field(default=4, ge=1, le=50, description="RAG: chunks retrieved per question.")
+    search_mode: Literal["dense", "bm25", "hybrid"] = Field(default="hybrid", description="RAG retrieval mode.")
+    min_relevance: float = Field(default=0.25, ge=-1.0, le=1.0, description="RAG: below this dense cosine "
+                                 "score no chunk counts as relevant, and the answer abstains.")
+    abstain_message: str = Field(default="The indexed documents don't cover this question.",
+                                 description="RAG answer when nothing relevant is retrieved.")
+    context_tokens: int = Field(default=1536, ge=64, description="RAG: token budget for the numbered sources.")
+    history_tokens: int = Field(default=2048, ge=64, description="Token budget for earlier turns; older turns "
+                                "are summarised or dropped, never an error.")
+    summarize_history: bool = Field(default=False, description="Summarise dropped turns with the model "
+                                    "(else they are dropped).")
+    rewrite_queries: bool = Field(default=True, description="RAG: rewrite follow-up questions with the history.")
+    react_step_tokens: int = Field(default=160, ge=16, description="ReAct: most tokens per step.")
+
+
 class ClientSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -191,6 +209,8 @@ class Settings(BaseSettings):
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings,
                                            description="Eval suites, judges and reports.")
     client: ClientSettings = Field(default_factory=ClientSettings, description="The CLI's connection to a server.")
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings,
+                                                 description="RAG, ReAct and history budgets.")
 
     @field_validator("data_dir", "model_cache", "policies_dir", "indexes_dir", mode="after")
     @classmethod

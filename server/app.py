@@ -31,6 +31,7 @@ ROUTERS = [
     "server.routes.health",
     "server.routes.openai",
     "server.routes.indexes",
+    "server.routes.chat",
 ]
 
 

@@ -195,7 +195,12 @@ class LoraUnloadRequest(BaseModel):
 
 
 class TokenizeRequest(BaseModel):
+    """vLLM's /tokenize: either chat ``messages`` (rendered with the chat template) or a bare
+    ``prompt``."""
+
     model_config = ConfigDict(extra="forbid")
     model: str
-    messages: list[ChatMessageIn] = Field(min_length=1)
+    messages: list[ChatMessageIn] | None = Field(default=None, min_length=1)
+    prompt: str | None = None
     add_generation_prompt: bool = True
+    add_special_tokens: bool = False

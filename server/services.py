@@ -19,7 +19,7 @@ from agentstack.db import open_db
 from agentstack.engines import build_engine
 from agentstack.engines.base import ChatEngine
 from agentstack.engines.router import ModelRouter
-from agentstack.history import ResponseStore
+from agentstack.history import ConversationStore, ResponseStore
 from agentstack.metrics import EngineMetrics
 from agentstack.storage.sqlite import Database
 from server.auth import KeyStore
@@ -34,6 +34,7 @@ class Services:
     router: ModelRouter
     db: Database
     responses: ResponseStore
+    conversations: ConversationStore
     audit: AuditLog
     keys: KeyStore
     metrics: EngineMetrics
@@ -53,13 +54,35 @@ class Services:
         router = ModelRouter(engine, settings.engine.served_model_name, settings.registry_path / "active.json",
                              metrics=metrics)
         return cls(settings=settings, engine=engine, router=router, db=db, responses=ResponseStore(db),
-                   audit=AuditLog(db), keys=KeyStore(settings.auth), metrics=metrics, registry=registry,
-                   owns_engine=owns)
+                   conversations=ConversationStore(db), audit=AuditLog(db), keys=KeyStore(settings.auth),
+                   metrics=metrics, registry=registry, owns_engine=owns)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.engine.warm_up)
         self.db.conn()  # migrate now rather than on the first request
         log.info("serving %s as %r", self.router.active, self.router.alias)
+
+    @property
+    def indexes(self) -> Any:
+        """The IndexManager; embedding models load on first use."""
+        if "indexes" not in self.extras:
+            from agentstack.index.manager import IndexManager
+
+            self.extras["indexes"] = IndexManager(self.settings, embedder=self.embedder)
+        return self.extras["indexes"]
+
+    @property
+    def orchestrators(self) -> Any:
+        if "orchestrators" not in self.extras:
+            from agentstack.orchestrators.common import AgentDeps
+            from agentstack.orchestrators.runner import Orchestrators
+
+            def resolve(name: str | None) -> str:
+                return self.router.resolve(name) if name else self.router.active
+
+            self.extras["orchestrators"] = Orchestrators(AgentDeps.load(self.engine, self.settings, resolve,
+                                                                        self.indexes))
+        return self.extras["orchestrators"]
 
     def embedder(self) -> Any:
         """The sentence-transformers embedder, built on first use."""

@@ -96,6 +96,7 @@ class StreamEvent:
     usage: Usage | None = None
     model_version: str | None = None
     rendered_prompt: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI shape, on the choice's final event
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Choice:
     text: str
     finish_reason: str | None
     logprobs: list[TokenLogprob] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -139,6 +141,10 @@ class ChatEngine(Protocol):
         """Tokens of the rendered prompt, generation prompt included."""
         ...
 
+    async def count_text_tokens(self, text: str, model: str) -> int:
+        """Tokens of a bare text (no chat template)."""
+        ...
+
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]: ...
 
     async def chat(self, request: ChatRequest) -> ChatResult: ...
@@ -157,6 +163,7 @@ async def collect(events: AsyncIterator[StreamEvent], n: int = 1) -> ChatResult:
     texts = [""] * n
     reasons: list[str | None] = [None] * n
     logprobs: list[list[TokenLogprob] | None] = [None] * n
+    calls: list[list[dict[str, Any]] | None] = [None] * n
     usage, version, prompt, ttft = Usage(), "", None, None
     started = time.perf_counter()
     async for ev in events:
@@ -167,10 +174,12 @@ async def collect(events: AsyncIterator[StreamEvent], n: int = 1) -> ChatResult:
             logprobs[ev.index] = (logprobs[ev.index] or []) + ev.logprobs
         if ev.finish_reason:
             reasons[ev.index] = ev.finish_reason
+        if ev.tool_calls:
+            calls[ev.index] = (calls[ev.index] or []) + ev.tool_calls
         if ev.usage is not None:
             usage = ev.usage
         version = ev.model_version or version
         prompt = ev.rendered_prompt or prompt
-    choices = [Choice(i, texts[i], reasons[i], logprobs[i]) for i in range(n)]
+    choices = [Choice(i, texts[i], reasons[i], logprobs[i], calls[i]) for i in range(n)]
     return ChatResult(choices=choices, usage=usage, model_version=version, rendered_prompt=prompt,
                       time_to_first_token_s=ttft)

@@ -52,11 +52,12 @@ def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
         if role == "developer":
             role = "system"
         if role == "assistant" and message.get("tool_calls"):
-            calls = [{"name": c.get("function", {}).get("name"), "arguments": _args(c)}
-                     for c in message["tool_calls"]]
-            text = (text + "\n" if text else "") + json.dumps({"tool_calls": calls}, ensure_ascii=False)
-        if role == "tool" and message.get("tool_call_id"):
-            text = f"[result of {message.get('name') or message['tool_call_id']}] {text}"
+            calls = [json.dumps({"name": c.get("function", {}).get("name"), "arguments": _args(c)},
+                                ensure_ascii=False) for c in message["tool_calls"]]
+            text = (text + "\n" if text else "") + "\n".join(f"<tool_call>\n{c}\n</tool_call>" for c in calls)
+        if role == "tool":  # most chat templates only know system/user/assistant
+            role = "user"
+            text = f"Result of {message.get('name') or message.get('tool_call_id') or 'the tool'}: {text}"
         out.append({"role": role, "content": text})
     return out
 

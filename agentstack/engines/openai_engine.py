@@ -159,14 +159,20 @@ class OpenAIEngine:
                                      f"{', '.join(m.id for m in self._models) or '(none seen yet)'}", param="model")
         return self.settings.context_length or found.context_length or 2048
 
-    async def count_tokens(self, messages: list[dict[str, Any]], model: str) -> int:
+    async def _tokenize(self, payload: dict[str, Any]) -> int:
         try:
             response = await self._http_client().post(f"{self.root_url}/tokenize", headers=self._headers(),
-                                                      json={"model": model, "messages": messages})
+                                                      json=payload)
         except httpx.HTTPError as exc:
             raise self._unavailable(exc) from exc
         self._raise_for(response)
         return int(response.json()["count"])
+
+    async def count_tokens(self, messages: list[dict[str, Any]], model: str) -> int:
+        return await self._tokenize({"model": model, "messages": messages})
+
+    async def count_text_tokens(self, text: str, model: str) -> int:
+        return await self._tokenize({"model": model, "prompt": text, "add_special_tokens": False})
 
     # -- generation -------------------------------------------------------------------------------
     async def chat(self, request: ChatRequest) -> ChatResult:

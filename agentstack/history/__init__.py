@@ -1,5 +1,5 @@
 """Conversations and stored responses (every completion the server produced)."""
 
-from agentstack.history.store import ResponseRecord, ResponseStore, new_id
+from agentstack.history.store import ConversationStore, ResponseRecord, ResponseStore, new_id, public_response
 
-__all__ = ["ResponseRecord", "ResponseStore", "new_id"]
+__all__ = ["ConversationStore", "ResponseRecord", "ResponseStore", "new_id", "public_response"]

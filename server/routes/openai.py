@@ -31,7 +31,7 @@ router = APIRouter(tags=["OpenAI-compatible"])
 
 
 # -- models -----------------------------------------------------------------------------------------
-def _model_cards(svc: Services) -> list[dict[str, Any]]:
+def _model_cards(svc: Services, principal: Principal | None = None) -> list[dict[str, Any]]:
     active = svc.router.active
     models = svc.engine.models()
     ctx = {m.id: m.context_length for m in models}
@@ -39,17 +39,23 @@ def _model_cards(svc: Services) -> list[dict[str, Any]]:
               "root": active, "parent": None, "max_model_len": ctx.get(active), "active_version": active}]
     cards += [{"id": m.id, "object": "model", "created": m.created, "owned_by": "agentstack", "root": m.id,
                "parent": m.parent, "max_model_len": m.context_length} for m in models]
+    if principal is not None:
+        for name in svc.indexes.names():
+            if principal.may_read_index(name):
+                cards += [{"id": f"{mode}:{name}", "object": "model", "created": int(time.time()),
+                           "owned_by": "agentstack", "root": active, "parent": None, "max_model_len": ctx.get(active)}
+                          for mode in ("rag", "react")]
     return cards
 
 
 @router.get("/v1/models", summary="List the models: the served alias, then each loaded version")
 async def list_models(user: AppUser, svc: Svc) -> dict[str, Any]:
-    return {"object": "list", "data": _model_cards(svc)}
+    return {"object": "list", "data": await asyncio.to_thread(_model_cards, svc, user)}
 
 
 @router.get("/v1/models/{model_id:path}", summary="One model card")
 async def get_model(model_id: str, user: AppUser, svc: Svc) -> dict[str, Any]:
-    for card in _model_cards(svc):
+    for card in await asyncio.to_thread(_model_cards, svc, user):
         if card["id"] == model_id:
             return card
     svc.router.resolve(model_id)  # raises the 404 listing what exists
@@ -85,8 +91,14 @@ async def _first(events: AsyncIterator[StreamEvent]) -> StreamEvent:
         raise AgentstackError("the engine produced no output") from None
 
 
-@router.post("/v1/chat/completions", summary="Create a chat completion (JSON, or SSE with stream=true)")
+@router.post("/v1/chat/completions", summary="Create a chat completion (JSON, or SSE with stream=true). "
+             "Models `rag:<index>` and `react:<index>` run the orchestrators; their sources come in `sources`.")
 async def chat_completions(body: ChatCompletionRequest, request: Request, user: AppUser, svc: Svc):
+    mode, _, index = body.model.partition(":")
+    if index and mode in ("rag", "react"):
+        from server.routes.orchestrated import orchestrated_completion
+
+        return await orchestrated_completion(body, mode, index, request, user, svc)
     version = svc.router.resolve(body.model)
     params = body.sampling_params()
     chat = ChatRequest(messages=body.message_dicts(), model=version, params=params, structured=body.structured(),
@@ -106,6 +118,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, user: 
         return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
+    calls: list[list[dict[str, Any]]] = [[] for _ in range(params.n)]
+
     async def collect() -> tuple[list[str], list[str | None], list[list[TokenLogprob]], Usage, str, str | None]:
         texts, reasons = [""] * params.n, [None] * params.n
         logprobs: list[list[TokenLogprob]] = [[] for _ in range(params.n)]
@@ -114,6 +128,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, user: 
         while ev is not None:
             texts[ev.index] += ev.text
             logprobs[ev.index] += ev.logprobs or []
+            calls[ev.index] += ev.tool_calls or []
             reasons[ev.index] = ev.finish_reason or reasons[ev.index]
             if ev.usage is not None:
                 usage, prompt, model_version = ev.usage, ev.rendered_prompt, ev.model_version or version
@@ -125,14 +140,21 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, user: 
             request, collect(), svc.settings.server.request_timeout_s)
     finally:
         await events.aclose()
-    await asyncio.to_thread(_store, svc, user, completion_id=completion_id, body=body, texts=texts,
+    stored = [t + (json.dumps({"tool_calls": c}, ensure_ascii=False) if c else "") for t, c in zip(texts, calls)]
+    await asyncio.to_thread(_store, svc, user, completion_id=completion_id, body=body, texts=stored,
                             reasons=reasons, usage=usage, version=model_version, prompt=prompt,
                             params=stored_params, started=started)
-    choices = [{"index": i, "message": {"role": "assistant", "content": texts[i]}, "finish_reason": reasons[i],
+    choices = [{"index": i, "message": _message(texts[i], calls[i]), "finish_reason": reasons[i],
                 "logprobs": _logprobs_json(logprobs[i])} for i in range(params.n)]
     return {"id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": body.model,
             "model_version": model_version, "system_fingerprint": model_version, "choices": choices,
             "usage": usage.as_dict()}
+
+
+def _message(text: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    if calls:
+        return {"role": "assistant", "content": text or None, "tool_calls": calls}
+    return {"role": "assistant", "content": text}
 
 
 async def _until_disconnect(request: Request, work: Any, timeout: float) -> Any:
@@ -175,10 +197,13 @@ async def _sse(svc: Services, principal: Principal, body: ChatCompletionRequest,
         while ev is not None:
             if ev.usage is not None:
                 usage, version, prompt = ev.usage, ev.model_version, ev.rendered_prompt
-            if ev.text or ev.finish_reason or ev.logprobs:
+            if ev.text or ev.finish_reason or ev.logprobs or ev.tool_calls:
                 texts[ev.index] += ev.text
                 reasons[ev.index] = ev.finish_reason or reasons[ev.index]
-                delta = {"content": ev.text} if ev.text else {}
+                delta: dict[str, Any] = {"content": ev.text} if ev.text else {}
+                if ev.tool_calls:
+                    delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(ev.tool_calls)]
+                    texts[ev.index] += json.dumps({"tool_calls": ev.tool_calls}, ensure_ascii=False)
                 yield _sse_data({**base, "choices": [{"index": ev.index, "delta": delta,
                                                       "logprobs": _logprobs_json(ev.logprobs),
                                                       "finish_reason": ev.finish_reason}]})
@@ -203,8 +228,13 @@ async def _sse(svc: Services, principal: Principal, body: ChatCompletionRequest,
 @router.post("/tokenize", summary="Count a chat prompt's tokens (vLLM-compatible)")
 async def tokenize(body: TokenizeRequest, user: AppUser, svc: Svc) -> dict[str, Any]:
     version = svc.router.resolve(body.model)
-    messages = [m.model_dump(exclude_none=True) for m in body.messages]
-    count = await svc.engine.count_tokens(messages, version)
+    if (body.messages is None) == (body.prompt is None):
+        raise InvalidRequestError("send exactly one of messages or prompt", param="messages")
+    if body.prompt is not None:
+        count = await svc.engine.count_text_tokens(body.prompt, version)
+    else:
+        messages = [m.model_dump(exclude_none=True) for m in body.messages or []]
+        count = await svc.engine.count_tokens(messages, version)
     return {"count": count, "max_model_len": svc.engine.context_length(version)}
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agentstack.config import EngineSettings
+from agentstack.engines import toolcalls
 from agentstack.engines.base import Capabilities, ChatRequest, ChatResult, ModelInfo, StreamEvent, Usage, collect
 from agentstack.engines.messages import normalize_messages
 from agentstack.engines.params import check_limits, resolve_max_tokens
@@ -158,6 +159,17 @@ class EmbeddedEngine:
         self._get(model)
         return len(self.render(messages)[1])
 
+    async def count_text_tokens(self, text: str, model: str) -> int:
+        self._require_ready()
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def truncate_text(self, text: str, max_tokens: int) -> str:
+        """The longest prefix of ``text`` within ``max_tokens`` tokens, cut at a token boundary."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) <= max_tokens:
+            return text
+        return self.tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
+
     def _decode_token(self, token: int) -> str:
         return self.tokenizer.decode([token], skip_special_tokens=False)
 
@@ -175,10 +187,16 @@ class EmbeddedEngine:
         s = self.settings
         check_limits(params, max_tokens_limit=s.max_tokens_limit, max_n=s.max_n)
         version = self._get(request.model)
-        prompt, ids = self.render(request.messages)
+        messages, structured, tool_mode = request.messages, request.structured, False
+        if request.tools or request.tool_choice not in (None, "auto", "none"):
+            if structured is not None:
+                raise InvalidRequestError("response_format/structured outputs cannot be combined with tools",
+                                          param="response_format")
+            messages, structured, tool_mode = toolcalls.prepare(messages, request.tools, request.tool_choice)
+        prompt, ids = self.render(messages)
         max_new = resolve_max_tokens(params, prompt_tokens=len(ids), context_length=self._ctx,
                                      default_max_tokens=s.default_max_tokens)
-        constraint = self._constraint(request)
+        constraint = self._constraint(structured)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, SeqEvent]] = asyncio.Queue()
 
@@ -201,6 +219,7 @@ class EmbeddedEngine:
                                  sink=sink_for(i), decode_token=self._decode_token,
                                  stop_token_ids=frozenset(params.stop_token_ids)))
         self._scheduler.submit(seqs)
+        calls = [toolcalls.CallCollector() if tool_mode else None for _ in range(params.n)]
         try:
             remaining, completion = params.n, [0] * params.n
             while remaining:
@@ -212,8 +231,13 @@ class EmbeddedEngine:
                 completion[index] = event.completion_tokens
                 if event.finish_reason:
                     remaining -= 1
-                if event.text or event.finish_reason or event.logprob is not None:
-                    yield StreamEvent(index=index, text=event.text, finish_reason=event.finish_reason,
+                text, finish, found = event.text, event.finish_reason, None
+                if calls[index] is not None:
+                    text, found = calls[index].feed(text, done=finish is not None)
+                    if found:
+                        finish = "tool_calls"
+                if text or finish or event.logprob is not None:
+                    yield StreamEvent(index=index, text=text, finish_reason=finish, tool_calls=found or None,
                                       logprobs=[event.logprob] if event.logprob is not None else None)
             yield StreamEvent(usage=Usage(prompt_tokens=len(ids), completion_tokens=sum(completion)),
                               model_version=version.name, rendered_prompt=prompt)
@@ -221,12 +245,12 @@ class EmbeddedEngine:
             for seq in seqs:
                 seq.cancel()
 
-    def _constraint(self, request: ChatRequest) -> Any:
-        if request.structured is None:
+    def _constraint(self, structured: Any) -> Any:
+        if structured is None:
             return None
         from agentstack.engines.embedded.constrained import compile_constraint
 
-        return compile_constraint(self.tokenizer, request.structured, self._eos, self._vocab)
+        return compile_constraint(self.tokenizer, structured, self._eos, self._vocab)
 
     # -- adapters ---------------------------------------------------------------------------------
     async def load_adapter(self, name: str, path: Path) -> None:

@@ -1,0 +1,3 @@
+from agentstack.cli import main
+
+main()

@@ -1,0 +1,212 @@
+"""Output guards, enforced in code rather than left to the model.
+
+Retrieved text is data, not instructions; a model that obeys an instruction hidden in a document
+must still not be able to:
+
+* cite a source that was never retrieved: ``[n]`` citations are checked against the sources given
+  to the model, and unknown numbers are dropped;
+* send the reader to an attacker's host: Markdown links and images, and bare URLs, whose host is
+  not on the allowlist (``policies/output.yaml``) are removed (a link keeps its text);
+* repeat the system prompt: any run of the answer that copies ``leak_chars`` or more characters of
+  the system prompt is replaced by ``[removed]``.
+
+:class:`AnswerGuard` works on a stream: it holds back only text that could still turn into one of
+the constructs above (an open ``[``, a URL in progress, a tail that matches the system prompt) and
+releases the rest at once. ``finish()`` flushes what is left. The guard also counts what it
+removed, for the trace and the benchmarks.
+
+This module knows nothing about models, retrieval or HTTP.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+MD_LINK = re.compile(r"(!?)\[([^\]\n]{0,500})\]\(\s*<?([^)\s>]{1,2000})>?(?:\s+\"[^\"]*\")?\s*\)")
+BARE_URL = re.compile(r"\b((?:https?|ftp)://[^\s<>()\[\]\"']+|www\.[a-z0-9.-]+\.[a-z]{2,}[^\s<>()\[\]\"']*)",
+                      re.IGNORECASE)
+REMOVED = "[removed]"
+URL_STARTS = ("http://", "https://", "ftp://", "www.", "//")
+
+
+@dataclass
+class GuardConfig:
+    allowed_hosts: tuple[str, ...] = ()
+    valid_citations: frozenset[int] | None = None  # None: citations are not checked (no sources)
+    system_prompt: str = ""
+    leak_chars: int = 40
+
+
+@dataclass
+class GuardStats:
+    citations_dropped: int = 0
+    links_removed: int = 0
+    leaks_removed: int = 0
+    hosts: list[str] = field(default_factory=list)
+
+
+def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
+    if url.startswith(("#", "/")) and not url.startswith("//"):
+        return True  # same-page anchors and relative links stay on our host
+    candidate = url if "://" in url or url.startswith("//") else f"http://{url}"
+    host = (urlsplit(candidate).hostname or "").lower().rstrip(".")
+    return bool(host) and any(host == a or host.endswith("." + a) for a in allowed)
+
+
+class AnswerGuard:
+    def __init__(self, config: GuardConfig):
+        self.config = config
+        self.stats = GuardStats()
+        self._pending = ""
+        self._out: list[str] = []
+        self._tail = ""
+        self._sp = config.system_prompt
+        self._sp_lower = self._sp.lower()
+
+    @property
+    def text(self) -> str:
+        return "".join(self._out)
+
+    # -- streaming --------------------------------------------------------------------------------
+    def feed(self, text: str) -> str:
+        self._pending += text
+        cut = self._safe_cut(self._pending)
+        if cut == 0:
+            return ""
+        ready, self._pending = self._pending[:cut], self._pending[cut:]
+        return self._emit(self.sanitize(ready))
+
+    def finish(self) -> str:
+        ready, self._pending = self._pending, ""
+        return self._emit(self.sanitize(ready)) if ready else ""
+
+    def _emit(self, text: str) -> str:
+        self._out.append(text)
+        self._tail = (self._tail + text)[-self.config.leak_chars * 4:]
+        return text
+
+    def _safe_cut(self, text: str) -> int:
+        """Length of the prefix of ``text`` that no later token can change the meaning of."""
+        cut = len(text)
+        bracket = self._open_bracket(text)
+        if bracket is not None:
+            cut = bracket
+        last_space = max(text.rfind(" "), text.rfind("\n"))
+        word = text[last_space + 1:].lower().lstrip("(<\"'")
+        if word and "[" not in word and "]" not in word and len(word) < 2100 and (word.startswith(URL_STARTS) or any(p.startswith(word) for p in URL_STARTS)
+                                          or "://" in word):
+            cut = min(cut, last_space + 1)
+        if self._sp:
+            held = self._leak_suffix(text)
+            if held:
+                cut = min(cut, len(text) - held)
+        return max(0, cut)
+
+    @staticmethod
+    def _open_bracket(text: str) -> int | None:
+        """Start of a ``[…]`` or ``[…](…`` at the end of ``text`` that the next tokens could turn
+        into a citation or a link, or None."""
+        idx = text.rfind("[")
+        if idx == -1:
+            return None
+        start = idx - 1 if idx > 0 and text[idx - 1] == "!" else idx
+        tail = text[idx:]
+        close = tail.find("]")
+        if close == -1:
+            return start if len(tail) < 600 else None
+        after = tail[close + 1:]
+        if after == "":
+            return start  # a "(" may follow and make it a link
+        if after.startswith("("):
+            return None if ")" in after or len(after) > 2100 else start
+        return None
+
+    def _leak_suffix(self, text: str) -> int:
+        """Length of the longest suffix of (emitted + text) that is a substring of the system prompt,
+        limited to ``text``; such a tail may be the start of a leak, so it is held back."""
+        span = self.config.leak_chars * 4
+        window = (self._tail + text)[-span:].lower()
+        best = 0
+        lo, hi = 1, len(window)
+        while lo <= hi:  # substring-ness of suffixes is monotone: if a suffix matches, shorter ones do
+            mid = (lo + hi) // 2
+            if window[-mid:] in self._sp_lower:
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        return min(best, len(text)) if best >= 8 else 0
+
+    # -- whole text -------------------------------------------------------------------------------
+    def sanitize(self, text: str) -> str:
+        text = self._links(text)
+        text = self._citations(text)
+        if self._sp:
+            text = self._leaks(text)
+        return text
+
+    def _links(self, text: str) -> str:
+        allowed = self.config.allowed_hosts
+
+        def md(match: re.Match[str]) -> str:
+            image, label, url = match.group(1), match.group(2), match.group(3)
+            if host_allowed(url, allowed):
+                return match.group(0)
+            self.stats.links_removed += 1
+            self.stats.hosts.append(urlsplit(url if "://" in url else "http://" + url).hostname or url)
+            return "" if image else label
+
+        text = MD_LINK.sub(md, text)
+
+        def bare(match: re.Match[str]) -> str:
+            url = match.group(1)
+            if host_allowed(url, allowed):
+                return url
+            self.stats.links_removed += 1
+            self.stats.hosts.append(urlsplit(url if "://" in url else "http://" + url).hostname or url)
+            return REMOVED
+
+        return BARE_URL.sub(bare, text)
+
+    def _citations(self, text: str) -> str:
+        valid = self.config.valid_citations
+        if valid is None:
+            return text
+
+        def check(match: re.Match[str]) -> str:
+            numbers = [int(n) for n in re.findall(r"\d+", match.group(1))]
+            kept = [n for n in numbers if n in valid]
+            self.stats.citations_dropped += len(numbers) - len(kept)
+            return "[" + ", ".join(str(n) for n in kept) + "]" if kept else ""
+
+        return CITATION.sub(check, text)
+
+    def _leaks(self, text: str) -> str:
+        """Replace runs of ``leak_chars``+ characters copied from the system prompt."""
+        n = self.config.leak_chars
+        lower, sp = text.lower(), self._sp_lower
+        out, i = [], 0
+        while i < len(text):
+            if i + n <= len(text) and lower[i:i + n] in sp:
+                j = i + n
+                while j < len(text) and lower[i:j + 1] in sp:
+                    j += 1
+                out.append(REMOVED)
+                self.stats.leaks_removed += 1
+                i = j
+            else:
+                out.append(text[i])
+                i += 1
+        return "".join(out)
+
+
+def cited_numbers(text: str) -> list[int]:
+    """The source numbers cited in ``text``, in order of first appearance."""
+    seen: list[int] = []
+    for match in CITATION.finditer(text):
+        for n in re.findall(r"\d+", match.group(1)):
+            if int(n) not in seen:
+                seen.append(int(n))
+    return seen

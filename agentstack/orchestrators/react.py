@@ -1,0 +1,209 @@
+"""ReAct as a LangGraph loop: think → act → think … → finish.
+
+Each model turn is one step in the classic text format::
+
+    Thought: …
+    Action: <tool>
+    Action Input: …
+
+or ``Thought: … / Final Answer: …``. The tool's result comes back as a user turn
+``Observation: …``. With ``structured`` on (the default), every turn is generated under a Lark
+grammar listing exactly the active tools, so it always parses and can only name an allowed tool
+(llguidance on the embedded engine; vLLM's structured outputs on vLLM). Without it, the text is
+parsed leniently and failures are counted as format errors and fed back to the model.
+
+Limits: ``max_steps`` and a timeout per tool from ``policies/tools.yaml``. Tool errors become
+observations. A call to a tool outside the active set is refused in code. Every step is traced
+and streamed as a ``step`` event; the final answer streams as ``token`` events through the guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any, TypedDict
+
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+
+from agentstack.engines.params import SamplingParams, StructuredOutput
+from agentstack.orchestrators import prompts
+from agentstack.orchestrators.budget import TokenCounter, fit_history
+from agentstack.orchestrators.common import AgentDeps, summarizer, add_usage, generate, system_text
+from agentstack.orchestrators.events import AgentRequest, Step, StepEvent, TokenEvent
+from agentstack.orchestrators.tools import Tool
+
+FINAL = "final_answer"
+STEP_RE = re.compile(r"Thought:\s*(?P<thought>.*?)\s*(?:\n|$)\s*(?:Action:\s*(?P<action>[\w.-]+)\s*\n\s*"
+                     r"Action Input:\s*(?P<input>.*)|Final Answer:\s*(?P<final>[\s\S]*))", re.IGNORECASE)
+
+
+def step_grammar(tool_names: list[str]) -> str:
+    """A Lark grammar (llguidance dialect) for one step with exactly these tools."""
+    tools = " | ".join(f'"{name}"' for name in tool_names)
+    action = f'\n    | "Action: " TOOL "\\nAction Input: " INPUT' if tool_names else ""
+    tool_rule = f"\nTOOL: {tools}" if tool_names else ""
+    return (f'start: "Thought: " THOUGHT "\\n" step\n'
+            f'step: "Final Answer: " ANSWER{action}\n'
+            f'THOUGHT: /[^\\n]{{1,300}}/\n'
+            f'INPUT: /[^\\n]{{1,300}}/\n'
+            f'ANSWER: /(.|\\n){{1,1500}}/'
+            f'{tool_rule}\n')
+
+
+def parse_step(text: str) -> tuple[str, str, str] | None:
+    """(thought, action, action_input) — action is ``final_answer`` for a final answer — or None."""
+    match = STEP_RE.search(text.strip())
+    if match is None:
+        return None
+    thought = (match.group("thought") or "").strip()
+    if match.group("final") is not None:
+        return thought, FINAL, match.group("final").strip()
+    return thought, match.group("action").strip(), (match.group("input") or "").strip().splitlines()[0].strip() \
+        if (match.group("input") or "").strip() else ""
+
+
+class ReactState(TypedDict, total=False):
+    request: AgentRequest
+    model: str
+    messages: list[dict[str, Any]]
+    tools: dict[str, Tool]
+    steps: list[Step]
+    answer: str | None
+    usage: dict[str, int]
+    format_errors: int
+    last_prompt: str | None
+    last_version: str
+    finish_reason: str | None
+    guard: dict[str, Any]
+
+
+class ReactOrchestrator:
+    def __init__(self, deps: AgentDeps):
+        self.deps = deps
+        graph = StateGraph(ReactState)
+        graph.add_node("think", self._think)
+        graph.add_node("act", self._act)
+        graph.add_edge(START, "think")
+        graph.add_conditional_edges("think", self._after_think, {"act": "act", "end": END})
+        graph.add_edge("act", "think")
+        self.graph = graph.compile()
+
+    async def initial_state(self, request: AgentRequest, model: str) -> ReactState:
+        index = self.deps.open_index(request.index)
+        tools = self.deps.registry(index).active(self.deps.tool_policy, request.tools)
+        listing = "\n".join(f"- {t.name}: {t.description} (input: {t.input_hint})" for t in tools.values())
+        system = prompts.REACT_SYSTEM.format(tools=listing or "(none)")
+        counter = TokenCounter(self.deps.engine, model)
+        turns = [m for m in request.messages if m.get("role") in ("user", "assistant")]
+        history, _ = await fit_history(turns, counter, self.deps.settings.history_tokens, summarizer(self.deps, model))
+        return {"request": request, "model": model, "tools": tools, "steps": [], "answer": None, "usage": {},
+                "format_errors": 0, "messages": [{"role": "system", "content": system}, *history],
+                "last_prompt": None, "last_version": model, "finish_reason": None, "guard": {}}
+
+    # -- nodes ------------------------------------------------------------------------------------
+    async def _think(self, state: ReactState) -> ReactState:
+        writer = get_stream_writer()
+        request = state["request"]
+        names = list(state["tools"])
+        structured = StructuredOutput(kind="grammar", value=step_grammar(names)) if request.structured else None
+        params = request.params.model_copy(update={
+            "max_tokens": request.params.max_tokens or self.deps.settings.react_step_tokens, "n": 1,
+            "stop": [*request.params.stop, "\nObservation:"]})
+        final_stream = _FinalAnswerStream(self.deps.guard(system_prompt=system_text(state["messages"])), writer)
+        gen = await generate(self.deps.engine, state["messages"], state["model"], params, structured=structured,
+                             emit=final_stream.on_token)
+        usage = dict(state["usage"])
+        add_usage(usage, gen.usage)
+        n = len(state["steps"]) + 1
+        parsed = parse_step(gen.raw)
+        update: ReactState = {"usage": usage, "last_prompt": gen.rendered_prompt, "last_version": gen.model_version,
+                              "finish_reason": gen.finish_reason}
+        messages = [*state["messages"], {"role": "assistant", "content": gen.raw.strip()}]
+        if parsed is None:
+            step = Step(n=n, thought="", action="", action_input="", raw=gen.raw,
+                        error="format error: expected Thought/Action/Action Input or Thought/Final Answer")
+            messages.append({"role": "user", "content": "Observation: format error. Reply with 'Thought: …' then "
+                                                        "'Action: …' and 'Action Input: …', or 'Final Answer: …'."})
+            update.update(format_errors=state["format_errors"] + 1)
+        else:
+            thought, action, arg = parsed
+            step = Step(n=n, thought=thought, action=action, action_input=arg, raw=gen.raw)
+            if action == FINAL:
+                answer = final_stream.finish(arg)
+                update.update(answer=answer, guard=final_stream.stats())
+        update.update(steps=[*state["steps"], step], messages=messages)
+        if step.action == FINAL or step.error:
+            writer(StepEvent(step))
+        return update
+
+    def _after_think(self, state: ReactState) -> str:
+        if state.get("answer") is not None:
+            return "end"
+        if len(state["steps"]) >= self.deps.tool_policy.max_steps:
+            return "end"
+        return "act" if state["steps"][-1].error is None else "think"
+
+    async def _act(self, state: ReactState) -> ReactState:
+        writer = get_stream_writer()
+        step = state["steps"][-1]
+        started = time.perf_counter()
+        tool = state["tools"].get(step.action)
+        if tool is None:
+            step.error = f"tool {step.action!r} is not allowed here; allowed: {', '.join(state['tools']) or 'none'}"
+            observation = f"Error: {step.error}"
+        else:
+            try:
+                result = await asyncio.wait_for(tool(step.action_input),
+                                                timeout=self.deps.tool_policy.timeout_for(tool.name))
+                observation = result[:self.deps.tool_policy.max_observation_chars]
+            except asyncio.TimeoutError:
+                step.error = f"{tool.name} timed out after {self.deps.tool_policy.timeout_for(tool.name):g} s"
+                observation = f"Error: {step.error}"
+            except Exception as exc:  # a tool error is an observation for the model, not a crash
+                step.error = f"{tool.name} failed: {exc}"
+                observation = f"Error: {step.error}"
+        step.observation = observation
+        step.latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        writer(StepEvent(step))
+        messages = [*state["messages"], {"role": "user", "content": f"Observation: {observation}"}]
+        return {"messages": messages, "steps": [*state["steps"][:-1], step]}
+
+
+class _FinalAnswerStream:
+    """Streams only the text after ``Final Answer:`` as tokens, through the guard."""
+
+    MARK = "Final Answer:"
+
+    def __init__(self, guard: Any, writer: Any):
+        self.guard, self.writer = guard, writer
+        self.raw, self.started, self.sent = "", False, 0
+
+    def on_token(self, event: TokenEvent) -> None:
+        self.raw += event.text
+        if not self.started:
+            at = self.raw.find(self.MARK)
+            if at == -1:
+                return
+            self.started, self.sent = True, at + len(self.MARK)
+        piece = self.raw[self.sent:]
+        if not self.sent or self.raw[:self.sent].endswith(self.MARK):
+            piece = piece.lstrip()
+        if not piece:
+            return
+        self.sent = len(self.raw)
+        out = self.guard.feed(piece) if self.guard is not None else piece
+        if out:
+            self.writer(TokenEvent(out))
+
+    def finish(self, answer: str) -> str:
+        if self.guard is None:
+            return answer
+        rest = self.guard.finish()
+        if rest:
+            self.writer(TokenEvent(rest))
+        return self.guard.text.strip() or self.guard.sanitize(answer)
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.guard.stats.__dict__) if self.guard is not None else {}
