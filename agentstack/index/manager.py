@@ -211,29 +211,39 @@ class IndexManager:
         with index.store.writer(self.lock_timeout) as writer:
             config = writer.config()
             embedder = self.embedder_for(config["embedder"].get("model"))
-            check_embedder(writer.manifest, embedder.id, embedder.dim)
-            scrubber = self.scrubber_for(PiiSpec.model_validate(config["pii"]),
-                                         Path(spec.base_dir) if spec.base_dir else None)
+            check_embedder(writer.manifest, embedder.id)  # the id only: the dimension would load the model
             notes = list(writer.notes)
-            policy = getattr(scrubber, "policy_id", None) or "none"
-            if policy != config["pii_policy"]:
-                notes.append(f"PII policy changed since the last write ({config['pii_policy']} -> {policy}); new "
-                             f"documents use the new one; `agentstack index rebuild {name}` re-scrubs the others")
-                config = {**config, "pii_policy": policy}
+
+            def scrubber() -> Any:  # built only if some document changed
+                return self.scrubber_for(PiiSpec.model_validate(config["pii"]),
+                                         Path(spec.base_dir) if spec.base_dir else None)
+
+            def write_config() -> dict[str, Any]:  # the configuration recorded with new versions
+                nonlocal config
+                policy = getattr(scrubber(), "policy_id", None) or "none"
+                if policy != config["pii_policy"]:
+                    notes.append(f"PII policy changed since the last write ({config['pii_policy']} -> {policy}); "
+                                 f"new documents use the new one; `agentstack index rebuild {name}` re-scrubs the "
+                                 "others")
+                    config = {**config, "pii_policy": policy}
+                return config
+
             pipeline = IngestPipeline(embedder, self._chunker(config, embedder), scrubber,
                                       commit_every=spec.limits.commit_every_chunks, progress=progress)
-            report = pipeline.run(writer, items(spec), index=name, config=config)
+            report = pipeline.run(writer, items(spec), index=name, config=write_config)
             report.notes = notes + report.notes
             if report.generation is None:
                 report.generation = writer.generation
         return report
 
-    def add(self, name: str, paths: Sequence[str | Path] | None = None, *,
+    def add(self, name: str, paths: Sequence[str | Path] | None = None, *, sources_from: IndexSpec | None = None,
             progress: Progress | None = None) -> IngestReport:
-        """Ingest ``paths`` (default: the sources of the index's spec) into ``name``: new documents
-        are added, changed ones replaced, unchanged ones skipped."""
+        """Ingest ``paths`` (default: the sources of the index's spec, or of ``sources_from``) into
+        ``name``: new documents are added, changed ones replaced, unchanged ones skipped."""
 
         def items(spec: IndexSpec) -> Iterable[Document | LoadFailure]:
+            if sources_from is not None:
+                spec = spec.model_copy(update={"sources": sources_from.sources, "base_dir": sources_from.base_dir})
             sources = spec.with_paths(list(paths)).resolved_sources() if paths else spec.resolved_sources()
             return self._items(sources, spec.limits.max_file_bytes, progress)
 
@@ -352,17 +362,24 @@ class IndexManager:
 def ensure_demo_index(settings: "Settings", *, embedder: Embedder | None = None,
                       manager: IndexManager | None = None) -> IngestReport | None:
     """Build the ``demo`` index (the project's own docs, spec ``indexes/demo.yaml``) if it does
-    not exist yet; returns the report, or None when there was nothing to do."""
+    not exist, or bring it up to date if it does (cheap when nothing changed). Returns the ingest
+    report, or None when there is no demo spec or another process holds the index."""
     manager = manager or IndexManager(settings, embedder=embedder)
-    if manager.exists("demo"):
-        return None
     spec_path = find_spec("demo", settings.indexes_dir)
     if spec_path is None:
         log.warning("no demo.yaml in the index specs folder; the demo index is not built")
         return None
     try:
-        report = manager.create("demo", spec_path=spec_path)
-    except ConflictError:  # another process created it meanwhile
+        if manager.exists("demo"):
+            # unchanged documents cost a read and a hash (no model, no scrubber): this finishes a
+            # build interrupted on an earlier start and picks up documentation changed by an upgrade
+            report = manager.add("demo", sources_from=load_spec(spec_path))
+        else:
+            report = manager.create("demo", spec_path=spec_path)
+    except ConflictError as exc:  # another process is building it right now
+        log.info("demo index not built here: %s", exc.message)
         return None
-    log.info("built the demo index: %d documents, %d chunks", len(report.added), report.chunks)
+    if report.added or report.updated:
+        log.info("demo index: %d added, %d updated, %d chunks", len(report.added), len(report.updated),
+                 report.chunks)
     return report

@@ -106,13 +106,15 @@ class EmbedderMismatchError(ConflictError):
     code = "embedder_mismatch"
 
 
-def check_embedder(manifest: dict[str, Any], embedder_id: str, dim: int) -> None:
-    """Refuse vectors from another embedder than the one that built the index."""
+def check_embedder(manifest: dict[str, Any], embedder_id: str, dim: int | None = None) -> None:
+    """Refuse vectors from another embedder than the one that built the index (``dim`` None:
+    compare ids only, e.g. before the model is loaded; one id always has one dimension)."""
     want = manifest["embedder"]
-    if want["id"] != embedder_id or int(want["dim"]) != int(dim):
+    if want["id"] != embedder_id or (dim is not None and int(want["dim"]) != int(dim)):
         raise EmbedderMismatchError(
             f"index {manifest['name']!r} was built with embedder {want['id']!r} (dim {want['dim']}); "
-            f"this one is {embedder_id!r} (dim {dim}), whose vectors are not comparable",
+            f"this one is {embedder_id!r}" + (f" (dim {dim})" if dim is not None else "") +
+            ", whose vectors are not comparable",
             fix=f"use the index's embedder (embedder.model in its spec or AGENTSTACK_EMBEDDER__MODEL), or "
                 f"re-embed it with `agentstack index rebuild {manifest['name']}`")
 
@@ -167,9 +169,14 @@ class IndexStore:
             atomic_write_bytes(tmp / VECTORS / _faiss_name(0), empty.serialize())
             atomic_write_json(tmp / MANIFEST, _manifest(name, 0, config, empty, {"documents": 0, "chunks": 0},
                                                         created_at=time.time()))
-            if final.exists():
-                final.rmdir()  # only an empty leftover folder can be replaced; otherwise this raises
-            os.rename(tmp, final)
+            try:
+                if final.exists():
+                    final.rmdir()  # only an empty leftover folder can be replaced
+                os.rename(tmp, final)
+            except OSError:
+                raise ConflictError(f"index {name!r} already exists (created by another process meanwhile, or "
+                                    f"{final} is a non-empty folder that is not an index)",
+                                    fix="use the existing index, or remove the folder") from None
             fsync_dir(root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -85,13 +85,20 @@ class IngestReport:
 class IngestPipeline:
     """One configured pipeline; :meth:`run` may be called many times."""
 
-    def __init__(self, embedder: Embedder, chunker: Chunker, scrubber: Scrubber | None, *,
-                 commit_every: int = 2048, progress: Progress | None = None):
+    def __init__(self, embedder: Embedder, chunker: Chunker,
+                 scrubber: Scrubber | Callable[[], Scrubber | None] | None, *, commit_every: int = 2048,
+                 progress: Progress | None = None):
         self.embedder = embedder
         self.chunker = chunker
-        self.scrubber = scrubber
+        self._scrubber = scrubber  # or a function building it, called when a document first needs it
         self.commit_every = max(1, commit_every)
         self.progress = progress or (lambda event, **info: None)
+
+    @property
+    def scrubber(self) -> Scrubber | None:
+        if self._scrubber is not None and not hasattr(self._scrubber, "scrub"):
+            self._scrubber = self._scrubber()
+        return self._scrubber
 
     def prepare(self, doc: Document) -> PreparedDocument | LoadFailure:
         """Scrub and chunk one document (vectors are filled in by the group's embedding)."""
@@ -113,9 +120,10 @@ class IngestPipeline:
         return PreparedDocument(doc.doc_id, doc.source, doc.title, doc.format, dict(doc.metadata), doc.fingerprint,
                                 doc.content_hash, text, chunks, np.empty((0, 0), np.float32), counts)
 
-    def run(self, sink: Sink, items: Iterable[Document | LoadFailure], *, index: str = "",
-            kind: str = "ingest", config: dict[str, Any] | None = None) -> IngestReport:
-        """Ingest ``items``; ``config`` (the index configuration) is recorded with each version."""
+    def run(self, sink: Sink, items: Iterable[Document | LoadFailure], *, index: str = "", kind: str = "ingest",
+            config: dict[str, Any] | Callable[[], dict[str, Any]] | None = None) -> IngestReport:
+        """Ingest ``items``. ``config`` (the index configuration, or a function returning it when
+        the first version is written) is recorded with each version."""
         report = IngestReport(index=index)
         start = time.perf_counter()
         pending: list[tuple[PreparedDocument, bool]] = []  # (document, replaces an existing one)
@@ -172,7 +180,7 @@ class IngestPipeline:
             at += len(d.chunks)
 
     def _flush(self, sink: Sink, pending: list[tuple[PreparedDocument, bool]], report: IngestReport,
-               kind: str, config: dict[str, Any] | None) -> None:
+               kind: str, config: dict[str, Any] | Callable[[], dict[str, Any]] | None) -> None:
         docs = [d for d, _ in pending]
         self.embed(docs)
         added = [d.doc_id for d, replaces in pending if not replaces]
@@ -183,7 +191,7 @@ class IngestPipeline:
         log_entry = {"kind": kind, "added": len(added), "updated": len(updated),
                      "unchanged": len(report.unchanged) - unchanged_at, "chunks": chunks, "scrub": scrub,
                      "failures": [f.as_dict() for f in report.failures[failures_at:]]}
-        report.generation = sink.commit(docs, config=config, report=log_entry)
+        report.generation = sink.commit(docs, config=config() if callable(config) else config, report=log_entry)
         self._mark = (len(report.unchanged), len(report.failures))
         # only now, with the version published, are these documents reported as ingested
         report.added += added
