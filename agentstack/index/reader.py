@@ -96,6 +96,20 @@ class Index:
                                 fix=f"list documents with `agentstack index docs {self.name}`")
         return _doc(row)
 
+    def chunk(self, chunk_id: int) -> dict[str, Any]:
+        """One chunk of the published version, with its document's id, source and title."""
+        g = self.store.snapshot().generation
+        row = self.store.db.conn().execute(
+            "SELECT c.id AS chunk_id, c.ordinal, c.start, c.\"end\", c.heading, c.text, d.doc_id, d.source, d.title "
+            f"FROM chunks c JOIN documents d ON d.row_id = c.doc_row WHERE c.id = ? AND {live('c', '?')}",
+            (int(chunk_id), g, g)).fetchone()
+        if row is None:
+            raise NotFoundError(f"index {self.name!r} has no chunk {chunk_id}", param="chunk_id",
+                                fix="use a chunk id returned by a search")
+        out = dict(row)
+        out["heading_path"] = json.loads(out.pop("heading"))
+        return out
+
     # -- stats ----------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         snap = self.store.snapshot()
