@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["Embedder", "build_embedder"]
 
 
-def build_embedder(settings: "EmbedderSettings | Settings") -> Embedder:
+def build_embedder(settings: EmbedderSettings | Settings) -> Embedder:
     """The embedder described by ``settings`` (the ``embedder`` section, or the whole settings
     tree). Cheap: weights load in ``warm_up()`` or on the first ``encode``."""
     from agentstack.embeddings.sentence_transformers import SentenceTransformerEmbedder

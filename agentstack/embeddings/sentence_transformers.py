@@ -160,10 +160,11 @@ class SentenceTransformerEmbedder:
                  self._dim)
 
     # -- encoding -------------------------------------------------------------------------------
-    def _batches(self, texts: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _batches(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Index batches, longest texts first, so each batch holds texts of similar length."""
         order = np.argsort([-len(t) for t in texts], kind="stable")
         size = self.settings.batch_size
-        return order, [order[i:i + size] for i in range(0, len(order), size)]
+        return [order[i:i + size] for i in range(0, len(order), size)]
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         vectors = self._model.encode(texts, batch_size=len(texts), normalize_embeddings=True,
@@ -177,8 +178,7 @@ class SentenceTransformerEmbedder:
         texts = list(texts)
         self.warm_up()
         out = np.empty((len(texts), self._dim), dtype=np.float32)
-        order, batches = self._batches(texts)
-        for idx in batches:
+        for idx in self._batches(texts):
             out[idx] = worker().run(self._encode_batch, [texts[i] for i in idx])
         return out
 
@@ -190,8 +190,7 @@ class SentenceTransformerEmbedder:
         if self._model is None:
             await worker().arun(self.warm_up)
         out = np.empty((len(texts), self._dim), dtype=np.float32)
-        order, batches = self._batches(texts)
-        for idx in batches:
+        for idx in self._batches(texts):
             out[idx] = await worker().arun(self._encode_batch, [texts[i] for i in idx])
         return out
 

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentstack.embeddings.base import Embedder
-from agentstack.errors import ConfigError, ConflictError, DependencyMissingError, InvalidRequestError, NotFoundError
+from agentstack.errors import (
+    ConfigError,
+    ConflictError,
+    DependencyMissingError,
+    InvalidRequestError,
+    NotFoundError,
+)
 from agentstack.index import faults
 from agentstack.index.reader import Index
 from agentstack.index.spec import IndexSpec, PiiSpec, check_name, find_spec, load_spec, parse_spec
@@ -50,7 +56,7 @@ class IndexManager:
     or a zero-argument function returning it (the server shares its own, loaded on first use);
     ``scrubber_factory`` replaces the Presidio scrubber."""
 
-    def __init__(self, settings: "Settings", *, embedder: Embedder | Callable[[], Embedder] | None = None,
+    def __init__(self, settings: Settings, *, embedder: Embedder | Callable[[], Embedder] | None = None,
                  scrubber_factory: ScrubberFactory | None = None, lock_timeout: float = 30.0):
         self.settings = settings
         self.root = settings.indexes_path
@@ -82,7 +88,7 @@ class IndexManager:
                 self._embedders[key] = self._embedders[key]()
             return self._embedders[key]
 
-    def _presidio_scrubber(self, pii: PiiSpec, base_dir: Path | None) -> "Scrubber | None":
+    def _presidio_scrubber(self, pii: PiiSpec, base_dir: Path | None) -> Scrubber | None:
         if not pii.enabled:
             return None
         try:
@@ -102,7 +108,7 @@ class IndexManager:
                                          fix="pip install -c constraints.txt presidio-analyzer presidio-anonymizer, "
                                              "or set `pii: {enabled: false}` in the index spec") from exc
 
-    def scrubber_for(self, pii: PiiSpec, base_dir: Path | None = None) -> "Scrubber | None":
+    def scrubber_for(self, pii: PiiSpec, base_dir: Path | None = None) -> Scrubber | None:
         key = json.dumps([pii.model_dump(), str(base_dir)], sort_keys=True)
         with self._lock:
             if key not in self._scrubbers:
@@ -359,7 +365,7 @@ class IndexManager:
             self._indexes.pop(name, None)
 
 
-def ensure_demo_index(settings: "Settings", *, embedder: Embedder | None = None,
+def ensure_demo_index(settings: Settings, *, embedder: Embedder | None = None,
                       manager: IndexManager | None = None) -> IngestReport | None:
     """Build the ``demo`` index (the project's own docs, spec ``indexes/demo.yaml``) if it does
     not exist, or bring it up to date if it does (cheap when nothing changed). Returns the ingest

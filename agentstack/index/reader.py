@@ -14,7 +14,7 @@ from typing import Any
 
 from agentstack.embeddings.base import Embedder
 from agentstack.errors import NotFoundError
-from agentstack.index.search import Query, SearchHit, Searcher, validate
+from agentstack.index.search import Query, Searcher, SearchHit, validate
 from agentstack.index.spec import LimitsSpec
 from agentstack.index.store import IndexStore, live
 

@@ -72,7 +72,7 @@ class ChunkingSpec(BaseModel):
     markdown_headings: bool = Field(default=True, description="Split Markdown/HTML at headings first.")
 
     @model_validator(mode="after")
-    def _overlap(self) -> "ChunkingSpec":
+    def _overlap(self) -> ChunkingSpec:
         if self.overlap_tokens >= self.chunk_tokens:
             raise ValueError(f"overlap_tokens ({self.overlap_tokens}) must be below chunk_tokens "
                              f"({self.chunk_tokens})")
@@ -147,7 +147,7 @@ class IndexSpec(BaseModel):
         base = Path(self.base_dir) if self.base_dir else Path.cwd()
         return [s.to_source(base) for s in self.sources]
 
-    def with_paths(self, paths: list[str | Path]) -> "IndexSpec":
+    def with_paths(self, paths: list[str | Path]) -> IndexSpec:
         """A copy whose sources are ``paths`` (absolute), with this spec's include/exclude defaults."""
         sources = [SourceSpec(path=str(Path(p).expanduser().resolve())) for p in paths]
         return self.model_copy(update={"sources": sources})

@@ -145,7 +145,7 @@ class IndexStore:
 
     # -- creation -------------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: Path, name: str, *, spec: dict[str, Any], config: dict[str, Any]) -> "IndexStore":
+    def create(cls, root: Path, name: str, *, spec: dict[str, Any], config: dict[str, Any]) -> IndexStore:
         """Create the folder atomically (built under a temporary name, then renamed)."""
         root = Path(root)
         final = root / name
@@ -242,7 +242,7 @@ class IndexStore:
 
     # -- writing --------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def writer(self, timeout: float = 30.0) -> Iterator["IndexWriter"]:
+    def writer(self, timeout: float = 30.0) -> Iterator[IndexWriter]:
         """Hold the write lock (waiting up to ``timeout`` s), recover, and yield the writer."""
         from filelock import FileLock, Timeout
 

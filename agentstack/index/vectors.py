@@ -57,11 +57,11 @@ class VectorIndex:
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def empty(cls, dim: int, spec: Any) -> "VectorIndex":
+    def empty(cls, dim: int, spec: Any) -> VectorIndex:
         return cls.build(dim, spec, np.empty(0, np.int64), np.empty((0, dim), np.float32))
 
     @classmethod
-    def build(cls, dim: int, spec: Any, ids: np.ndarray, vectors: np.ndarray) -> "VectorIndex":
+    def build(cls, dim: int, spec: Any, ids: np.ndarray, vectors: np.ndarray) -> VectorIndex:
         """A fresh index of the kind ``spec`` (a VectorSpec) asks for, holding ``vectors``."""
         faiss = _faiss()
         n = len(ids)
@@ -93,7 +93,7 @@ class VectorIndex:
         return out
 
     @classmethod
-    def load(cls, path: Path, dim: int, kind: str, params: dict[str, Any]) -> "VectorIndex":
+    def load(cls, path: Path, dim: int, kind: str, params: dict[str, Any]) -> VectorIndex:
         faiss = _faiss()
         index = faiss.read_index(str(path))
         if index.d != dim:

@@ -135,7 +135,7 @@ def _pdf_text(data: bytes, source: str) -> tuple[str, str, int] | LoadFailure:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
-    if not data.lstrip()[:5] == b"%PDF-":
+    if data.lstrip()[:5] != b"%PDF-":
         return LoadFailure(source, "corrupt_pdf", "not a PDF file (no %PDF- header)")
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
@@ -154,7 +154,7 @@ def _pdf_text(data: bytes, source: str) -> tuple[str, str, int] | LoadFailure:
 
 # -- documents ----------------------------------------------------------------------------------
 def _markdown_title(text: str) -> str:
-    match = re.search(r"^#{1,2}[ \t]+(.+?)[ \t#]*$", text, re.M)
+    match = re.search(r"^#{1,2}[ \t]+(.+?)[ \t#]*$", text, re.MULTILINE)
     return match.group(1).strip() if match else ""
 
 

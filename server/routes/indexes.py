@@ -72,7 +72,7 @@ class UploadDocument(BaseModel):
     content_base64: str | None = Field(default=None, description="The content as base64 (PDFs, other encodings).")
 
     @model_validator(mode="after")
-    def _one_content(self) -> "UploadDocument":
+    def _one_content(self) -> UploadDocument:
         if (self.text is None) == (self.content_base64 is None):
             raise ValueError(f"document {self.name!r}: give exactly one of `text` or `content_base64`")
         return self

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agentstack.cli import index as _index_commands  # noqa: F401  (registers `index` on the app)
+from agentstack.cli import index as _index_commands
 from agentstack.cli.app import app
 
 pytestmark = pytest.mark.integration

@@ -130,7 +130,7 @@ def test_bad_input_is_reported_per_file_and_the_rest_ingests(manager, tmp_path):
 def test_retrieval_modes_filters_threshold_and_errors(manager, tmp_path):
     create_kb(manager, tmp_path / "corpus")
     index = manager.open("kb")
-    top = lambda q, mode, **kw: index.search(q, k=kw.pop("k", 3), mode=mode, **kw)[0]  # noqa: E731
+    top = lambda q, mode, **kw: index.search(q, k=kw.pop("k", 3), mode=mode, **kw)[0]
     assert top("feline pets that purr", "dense").title == "Cats"
     assert top("kerosene oxygen nozzle", "bm25").title == "Rockets"
     assert top("how to bake a loaf with yeast", "hybrid").title == "bread"

@@ -128,7 +128,7 @@ def test_directory_walk_include_exclude(tmp_path: Path):
     for rel in ("a.md", "b.txt", "c.py", "sub/d.md", "sub/drafts/e.md", ".hidden/f.md", "node_modules/g.md"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(f"content of {rel}")
-    names = lambda src: sorted(Path(d.source).relative_to(tmp_path).as_posix() for d in load_source(src))  # noqa: E731
+    names = lambda src: sorted(Path(d.source).relative_to(tmp_path).as_posix() for d in load_source(src))
     assert names(Source(tmp_path)) == ["a.md", "b.txt", "sub/d.md", "sub/drafts/e.md"]
     assert names(Source(tmp_path, include=("*.md",), exclude=(".*", "node_modules", "drafts"))) == ["a.md", "sub/d.md"]
     assert names(Source(tmp_path / "c.py")) == ["c.py"]  # an explicit file is read whatever its extension
