@@ -81,3 +81,28 @@ def test_tiny_suite_end_to_end_with_resume(embedded_engine, settings, tmp_path):
     assert j["n"] + j["parse_failures"] == 4
     assert report["usage"]["completion_tokens"] > 0
     assert (second.run_dir / "report.html").stat().st_size > 1000
+
+
+def test_judges_through_the_openai_engine(live_server):
+    """The same panel over HTTP: the openai engine against agentstack's own server on loopback."""
+    from conftest import APP_KEY
+
+    from agentstack.config import EngineSettings
+    from agentstack.engines.openai_engine import OpenAIEngine
+
+    with live_server() as server:
+        engine = OpenAIEngine(EngineSettings(kind="openai", base_url=f"{server.url}/v1", api_key=APP_KEY))
+        engine.warm_up()
+        panel = JudgePanel(EngineClient(engine, concurrency=4), model="agentstack")
+
+        async def go():
+            try:
+                return await asyncio.gather(
+                    panel.score("relevance", question="What is 2 + 2?", answer="2 + 2 = 4."),
+                    panel.compare("Human: What is 2 + 2?", "4", "I like turtles."))
+            finally:
+                await engine.aclose()
+
+        score, verdict = asyncio.run(go())
+    assert score.structured and 1 <= score.score <= 5
+    assert verdict.outcome in ("a", "b", "tie") and verdict.errors == 0
