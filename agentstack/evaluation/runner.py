@@ -110,21 +110,26 @@ async def _process(suite: Suite, system: Any, panel: JudgePanel | None, specs: l
     except Exception as exc:  # recorded, retried on resume
         log.warning("example %s failed: %s", ex.id, type(exc).__name__)
         return {**base, "error": f"{type(exc).__name__}: {exc}"[:500]}
-    scores = await score_example(specs, ex, pred, scoring)
-    judged: dict[str, Any] = {}
-    if panel is not None and suite.judges:
-        started = time.perf_counter()
-        results = await panel.score_many(suite.judges, _judge_inputs(suite, ex, pred))
-        for name, js in results.items():
-            judged[name] = js.as_dict()
-            if not (js.error or "").startswith("missing input"):
-                scores[f"judge.{name}"] = js.score
-                if panel.weighted and panel.mode == "structured":
-                    scores[f"judge.{name}.expected"] = js.expected
-        scores["judge_latency_s"] = time.perf_counter() - started
+    try:
+        scores = await score_example(specs, ex, pred, scoring)
+        judged: dict[str, Any] = {}
+        if panel is not None and suite.judges:
+            started = time.perf_counter()
+            results = await panel.score_many(suite.judges, _judge_inputs(suite, ex, pred))
+            for name, js in results.items():
+                judged[name] = js.as_dict()
+                if not (js.error or "").startswith("missing input"):
+                    scores[f"judge.{name}"] = js.score
+                    if panel.weighted and panel.mode == "structured":
+                        scores[f"judge.{name}.expected"] = js.expected
+            scores["judge_latency_s"] = time.perf_counter() - started
+    except Exception as exc:  # a metric failed: also recorded and retried
+        log.warning("scoring example %s failed: %s", ex.id, type(exc).__name__)
+        return {**base, "error": f"scoring: {type(exc).__name__}: {exc}"[:500]}
     scores["latency_s"] = pred.latency_s
     stored = pred.as_dict()
-    stored["contexts"] = len(pred.contexts)  # counts only: contexts can be long and are in the dataset
+    stored.pop("contexts")  # they can be long and are in the dataset; keep the count
+    stored["n_contexts"] = len(pred.contexts)
     return {**base, "error": None, "prediction": stored, "scores": scores, "judges": judged}
 
 

@@ -235,3 +235,20 @@ def test_sampling_defaults_to_greedy_unless_set():
     assert MapReduceConfig.model_validate({"params": {"temperature": 0.7}}).params.temperature == 0.7
     with pytest.raises(ValueError):
         MapReduceConfig.model_validate({"params": {"max_tokens": 5}, "typo": 1})
+
+
+def test_a_failing_metric_is_an_example_error(settings, tmp_path):
+    from agentstack.evaluation.scoring import METRICS, register_metric
+
+    def boom(ex, p, ctx):
+        if ex.id == "q1":
+            raise RuntimeError("metric exploded")
+        return {"ok": 1.0}
+
+    register_metric("boom", boom)
+    try:
+        out = run(settings, write_suite(tmp_path, n=3, metrics=["boom"], judges=[]), FakeEngine())
+    finally:
+        METRICS.pop("boom")
+    assert out.report["n"] == 2 and out.errors == 1
+    assert out.report["errors"][0] == {"id": "q1", "error": "scoring: RuntimeError: metric exploded"}
