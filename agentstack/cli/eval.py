@@ -52,11 +52,11 @@ class _Bar:
                                  console=Console(stderr=True), transient=False)
         self.task: Any = None
 
-    def __enter__(self) -> "_Bar":
+    def __enter__(self) -> _Bar:
         self.progress.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
     def __call__(self, done: int, total: int) -> None:

@@ -23,14 +23,19 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agentstack.evaluation.datasets.base import Example, load_examples
 from agentstack.evaluation.judges.panel import JudgePanel
-from agentstack.evaluation.scoring import (ScoringContext, aggregate, corpus_scores, parse_metric_specs,
-                                           score_example)
+from agentstack.evaluation.scoring import (
+    ScoringContext,
+    aggregate,
+    corpus_scores,
+    parse_metric_specs,
+    score_example,
+)
 from agentstack.evaluation.suite import Suite, dataset_path
 from agentstack.evaluation.systems import Prediction, SystemContext, build_system, identity_hash
 from agentstack.storage.files import atomic_write_json, read_json
@@ -41,7 +46,7 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def machine() -> dict[str, Any]:

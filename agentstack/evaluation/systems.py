@@ -55,7 +55,7 @@ class Prediction:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Prediction":
+    def from_dict(cls, d: dict[str, Any]) -> Prediction:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 

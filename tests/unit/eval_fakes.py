@@ -9,12 +9,19 @@ for chosen inputs.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import Callable
 
-import math
-
-from agentstack.engines.base import Capabilities, ChatRequest, ChatResult, Choice, ModelInfo, TokenLogprob, Usage
+from agentstack.engines.base import (
+    Capabilities,
+    ChatRequest,
+    ChatResult,
+    Choice,
+    ModelInfo,
+    TokenLogprob,
+    Usage,
+)
 from agentstack.errors import ContextLengthError
 
 

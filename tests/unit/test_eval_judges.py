@@ -10,9 +10,14 @@ from eval_fakes import FakeEngine
 from agentstack.evaluation.client import EngineClient
 from agentstack.evaluation.datasets.base import Example
 from agentstack.evaluation.judges import RUBRICS, JudgePanel, parse_choice, parse_score
+from agentstack.evaluation.judges.agreement import (
+    judge_trust,
+    load_agreement,
+    measure_agreement,
+    save_agreement,
+    trusted_judges,
+)
 from agentstack.evaluation.judges.panel import expected_score
-from agentstack.evaluation.judges.agreement import (judge_trust, load_agreement, measure_agreement,
-                                                    save_agreement, trusted_judges)
 
 pytestmark = pytest.mark.unit
 

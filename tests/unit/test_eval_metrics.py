@@ -6,11 +6,30 @@ import math
 
 import pytest
 
-from agentstack.evaluation.metrics import (Counts, classification_report, corpus_bleu, corpus_chrf,
-                                           embedding_cosine, exact_match, f_beta, match_spans,
-                                           mean_retrieval_scores, ndcg_at_k, precision_at_k, prf_from_counts,
-                                           recall_at_k, reciprocal_rank, rouge, sentence_bleu, span_report,
-                                           summarize, token_f1, wilson_interval, win_rate, win_rate_from_scores)
+from agentstack.evaluation.metrics import (
+    Counts,
+    classification_report,
+    corpus_bleu,
+    corpus_chrf,
+    embedding_cosine,
+    exact_match,
+    f_beta,
+    match_spans,
+    mean_retrieval_scores,
+    ndcg_at_k,
+    precision_at_k,
+    prf_from_counts,
+    recall_at_k,
+    reciprocal_rank,
+    rouge,
+    sentence_bleu,
+    span_report,
+    summarize,
+    token_f1,
+    wilson_interval,
+    win_rate,
+    win_rate_from_scores,
+)
 
 pytestmark = pytest.mark.unit
 approx = pytest.approx

@@ -15,8 +15,14 @@ from agentstack.evaluation.client import EngineClient
 from agentstack.evaluation.datasets.base import Example
 from agentstack.evaluation.runner import read_checkpoint, run_suite
 from agentstack.evaluation.suite import load_suite
-from agentstack.evaluation.systems import SYSTEMS, MapReduceConfig, MapReduceSystem, SystemContext, build_system, \
-    split_text
+from agentstack.evaluation.systems import (
+    SYSTEMS,
+    MapReduceConfig,
+    MapReduceSystem,
+    SystemContext,
+    build_system,
+    split_text,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -39,7 +39,7 @@ class Example:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Example":
+    def from_dict(cls, d: dict[str, Any]) -> Example:
         return cls(id=str(d["id"]), input=d["input"], reference=d.get("reference"),
                    contexts=list(d.get("contexts") or []), fields=dict(d.get("fields") or {}))
 

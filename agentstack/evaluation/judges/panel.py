@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -46,11 +45,11 @@ PAIR_SCHEMA: dict[str, Any] = {
     "type": "object", "properties": {"better": {"type": "string", "enum": ["A", "B", "tie"]}},
     "required": ["better"], "additionalProperties": False}
 
-_JSON_OBJECT = re.compile(r"\{[^{}]*\}", re.S)
-_SCORE_FIELD = re.compile(r"score[\"']?\s*[:=]\s*[\"']?([1-5])(?:\.0+)?(?![0-9.])", re.I)
+_JSON_OBJECT = re.compile(r"\{[^{}]*\}", re.DOTALL)
+_SCORE_FIELD = re.compile(r"score[\"']?\s*[:=]\s*[\"']?([1-5])(?:\.0+)?(?![0-9.])", re.IGNORECASE)
 _LEADING_DIGIT = re.compile(r"^\W{0,3}([1-5])(?:\.0+)?(?:\s*(?:/\s*5|out of 5))?(?![0-9.])")
-_BETTER_FIELD = re.compile(r"better[\"']?\s*[:=]\s*[\"']?(A|B|tie)\b", re.I)
-_LEADING_CHOICE = re.compile(r"^\W{0,3}(A|B|tie)\b", re.I)
+_BETTER_FIELD = re.compile(r"better[\"']?\s*[:=]\s*[\"']?(A|B|tie)\b", re.IGNORECASE)
+_LEADING_CHOICE = re.compile(r"^\W{0,3}(A|B|tie)\b", re.IGNORECASE)
 
 
 def _as_score(value: Any) -> int | None:

@@ -43,7 +43,7 @@ class Span:
         return self.end - self.start
 
 
-def as_span(x: "Span | tuple | dict") -> Span:
+def as_span(x: Span | tuple | dict) -> Span:
     if isinstance(x, Span):
         return x
     if isinstance(x, dict):
