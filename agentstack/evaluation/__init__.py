@@ -10,6 +10,15 @@ Layout (each module says what it knows and what it does not):
 * ``systems``   the :class:`System` under test (plain model, map-reduce; more kinds register);
 * ``suite``, ``runner``, ``reports``, ``html``: YAML suites, resumable runs, JSON + HTML reports.
 
+Entry points for other subsystems (server, alignment gate, benchmarks):
+
+* ``runner.run_suite(load_suite(path), settings)``: run or resume a suite; returns the report;
+* ``reports.list_reports(settings.eval_path)`` (for ``GET /v1/admin/eval/reports``),
+  ``reports.load_report``, ``reports.compare_reports``, ``reports.gate_figures``;
+* ``judges.JudgePanel`` (scores), ``judges.agreement.load_agreement`` / ``trusted_judges``;
+* ``metrics.win_rate`` / ``win_rate_from_scores`` (preference, with a Wilson 95% interval);
+* ``safety.classify_refusal`` / ``refusal_rate``.
+
 Nothing here is imported by ``import agentstack.evaluation`` except this docstring; import the
-submodule you need.
+submodule you need. See docs/evaluation.md.
 """
