@@ -62,6 +62,8 @@ class Agent:
                  ) -> AgentRequest:
         messages = [{"role": "user", "content": message}] if isinstance(message, str) else list(message)
         sampling = {k: kwargs.pop(k) for k in list(kwargs) if k in SamplingParams.model_fields}
+        sampling.setdefault("temperature", self.settings.orchestration.temperature)
+        sampling.setdefault("repetition_penalty", self.settings.orchestration.repetition_penalty)
         return AgentRequest(messages=messages, mode=mode, index=index, params=SamplingParams(**sampling), **kwargs)
 
     async def astream(self, message: str | list[dict[str, Any]], *, mode: Mode = "plain", index: str | None = None,

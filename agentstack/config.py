@@ -175,6 +175,10 @@ class OrchestrationSettings(BaseModel):
                                     "(else they are dropped).")
     rewrite_queries: bool = Field(default=True, description="RAG: rewrite follow-up questions with the history.")
     react_step_tokens: int = Field(default=160, ge=16, description="ReAct: most tokens per step.")
+    temperature: float = Field(default=0.3, ge=0.0, le=2.0, description="/v1/chat and Agent: temperature when "
+                               "a request sets none.")
+    repetition_penalty: float = Field(default=1.1, gt=0.0, le=10.0, description="/v1/chat and Agent: "
+                                      "repetition penalty when a request sets none (small models loop without).")
 
 
 class ClientSettings(BaseModel):

@@ -39,17 +39,25 @@ STEP_RE = re.compile(r"Thought:\s*(?P<thought>.*?)\s*(?:\n|$)\s*(?:Action:\s*(?P
                      r"Action Input:\s*(?P<input>.*)|Final Answer:\s*(?P<final>[\s\S]*))", re.IGNORECASE)
 
 
-def step_grammar(tool_names: list[str]) -> str:
-    """A Lark grammar (llguidance dialect) for one step with exactly these tools."""
-    tools = " | ".join(f'"{name}"' for name in tool_names)
-    action = f'\n    | "Action: " TOOL "\\nAction Input: " INPUT' if tool_names else ""
-    tool_rule = f"\nTOOL: {tools}" if tool_names else ""
-    return (f'start: "Thought: " THOUGHT "\\n" step\n'
-            f'step: "Final Answer: " ANSWER{action}\n'
-            f'THOUGHT: /[^\\n]{{1,300}}/\n'
-            f'INPUT: /[^\\n]{{1,300}}/\n'
-            f'ANSWER: /(.|\\n){{1,1500}}/'
-            f'{tool_rule}\n')
+def step_grammar(tools: dict[str, Tool], final_only: bool = False) -> str:
+    """A Lark grammar (llguidance dialect) for one step with exactly these tools, each input held
+    to the tool's grammar or pattern; ``final_only`` allows only a final answer."""
+    alternatives = ['"Final Answer: " ANSWER']
+    rules: list[str] = []
+    terminals = ["THOUGHT: /[^\\n]{1,300}/", "ANSWER: /(.|\\n){1,1500}/", "INPUT: /[^\\n]{1,300}/"]
+    if not final_only:
+        for i, (name, tool) in enumerate(tools.items()):
+            symbol = "INPUT"
+            if tool.input_grammar:
+                symbol, lark = tool.input_grammar
+                if lark.strip() not in rules:
+                    rules.append(lark.strip())
+            elif tool.input_pattern:
+                symbol = f"INPUT{i}"
+                terminals.append(f"{symbol}: /{tool.input_pattern}/")
+            alternatives.append(f'"Action: {name}\\nAction Input: " {symbol}')
+    body = "\n    | ".join(alternatives)
+    return ('start: "Thought: " THOUGHT "\\n" step\nstep: ' + body + "\n" + "\n".join(rules + terminals) + "\n")
 
 
 def parse_step(text: str) -> tuple[str, str, str] | None:
@@ -77,6 +85,7 @@ class ReactState(TypedDict, total=False):
     last_version: str
     finish_reason: str | None
     guard: dict[str, Any]
+    force_final: bool
 
 
 class ReactOrchestrator:
@@ -86,7 +95,7 @@ class ReactOrchestrator:
         graph.add_node("think", self._think)
         graph.add_node("act", self._act)
         graph.add_edge(START, "think")
-        graph.add_conditional_edges("think", self._after_think, {"act": "act", "end": END})
+        graph.add_conditional_edges("think", self._after_think, {"act": "act", "think": "think", "end": END})
         graph.add_edge("act", "think")
         self.graph = graph.compile()
 
@@ -106,8 +115,8 @@ class ReactOrchestrator:
     async def _think(self, state: ReactState) -> ReactState:
         writer = get_stream_writer()
         request = state["request"]
-        names = list(state["tools"])
-        structured = StructuredOutput(kind="grammar", value=step_grammar(names)) if request.structured else None
+        grammar = step_grammar(state["tools"], final_only=state.get("force_final", False))
+        structured = StructuredOutput(kind="grammar", value=grammar) if request.structured else None
         params = request.params.model_copy(update={
             "max_tokens": request.params.max_tokens or self.deps.settings.react_step_tokens, "n": 1,
             "stop": [*request.params.stop, "\nObservation:"]})
@@ -150,7 +159,13 @@ class ReactOrchestrator:
         step = state["steps"][-1]
         started = time.perf_counter()
         tool = state["tools"].get(step.action)
-        if tool is None:
+        repeat = next((s for s in state["steps"][:-1] if s.action == step.action
+                       and s.action_input == step.action_input and not s.error), None)
+        force_final = False
+        if repeat is not None:  # small models loop; after a repeated action only a final answer is allowed
+            observation = f"{repeat.observation}\n(You already did this. Now give the Final Answer.)"
+            force_final = True
+        elif tool is None:
             step.error = f"tool {step.action!r} is not allowed here; allowed: {', '.join(state['tools']) or 'none'}"
             observation = f"Error: {step.error}"
         else:
@@ -168,7 +183,7 @@ class ReactOrchestrator:
         step.latency_ms = round((time.perf_counter() - started) * 1000, 1)
         writer(StepEvent(step))
         messages = [*state["messages"], {"role": "user", "content": f"Observation: {observation}"}]
-        return {"messages": messages, "steps": [*state["steps"][:-1], step]}
+        return {"messages": messages, "steps": [*state["steps"][:-1], step], "force_final": force_final}
 
 
 class _FinalAnswerStream:

@@ -38,6 +38,8 @@ class Tool:
     description: str
     func: Callable[[str], Any] | Callable[[str], Awaitable[Any]]
     input_hint: str = "text"
+    input_pattern: str | None = None  # a regex the input must match; structured decoding enforces it
+    input_grammar: tuple[str, str] | None = None  # (start rule, Lark rules) for inputs with structure
 
     async def __call__(self, arg: str) -> str:
         if inspect.iscoroutinefunction(self.func):
@@ -72,10 +74,11 @@ def load_tool_policy(policies_dir: Path | None = None) -> ToolPolicy:
 class ToolRegistry:
     tools: dict[str, Tool] = field(default_factory=dict)
 
-    def register(self, name: str, func: Callable[..., Any], description: str, input_hint: str = "text") -> Tool:
+    def register(self, name: str, func: Callable[..., Any], description: str, input_hint: str = "text",
+                 input_pattern: str | None = None, input_grammar: tuple[str, str] | None = None) -> Tool:
         if not name.isidentifier():
             raise ValueError(f"tool name {name!r} must be an identifier")
-        tool = Tool(name, description, func, input_hint)
+        tool = Tool(name, description, func, input_hint, input_pattern, input_grammar)
         self.tools[name] = tool
         return tool
 
@@ -143,11 +146,25 @@ def calculate(expression: str) -> str:
     return f"{value:.10g}" if isinstance(value, float) else str(value)
 
 
+# The calculator's input is an arithmetic expression by construction: under structured decoding a
+# model cannot append "= 1025" or prose to it.
+CALCULATOR_GRAMMAR = ("calc_expr", r"""
+calc_expr: calc_term (CALC_ADD calc_term)*
+calc_term: calc_factor (CALC_MUL calc_factor)*
+calc_factor: CALC_NEG? (CALC_NUM | CALC_FN? "(" calc_expr ")")
+CALC_ADD: / ?[+-] ?/
+CALC_MUL: / ?(\*\*|\*|\/\/|\/|%|\^) ?/
+CALC_NEG: /-/
+CALC_FN: /(sqrt|log|log10|exp|abs|round|floor|ceil)/
+CALC_NUM: /[0-9]{1,12}(\.[0-9]{1,8})?/
+""")
+
+
 def builtin_registry(index: Any | None = None, *, k: int = 3, snippet_chars: int = 400) -> ToolRegistry:
     """The built-in tools; ``search`` and ``lookup_document`` need an index (an ``Index``)."""
     registry = ToolRegistry()
     registry.register("calculator", calculate, "Evaluate an arithmetic expression, e.g. 12 * (3 + 4) / 2.",
-                      "expression")
+                      "expression", input_grammar=CALCULATOR_GRAMMAR)
     if index is not None:
         def search(query: str) -> str:
             hits = index.search(query, k=k, mode="hybrid")
@@ -163,5 +180,6 @@ def builtin_registry(index: Any | None = None, *, k: int = 3, snippet_chars: int
             return f"{chunk['title']}: {chunk['text']}"
 
         registry.register("search", search, "Search the document index; returns chunks with their ids.", "query")
-        registry.register("lookup_document", lookup, "Read the full text of a chunk by its id.", "chunk id")
+        registry.register("lookup_document", lookup, "Read the full text of a chunk by its id.", "chunk id",
+                          input_pattern=r"[0-9]{1,12}")
     return registry

@@ -47,9 +47,14 @@ class GenerationParams(BaseModel):
     repetition_penalty: float | None = None
     stop: list[str] | None = None
 
-    def sampling(self) -> SamplingParams:
+    def sampling(self, defaults: Any = None) -> SamplingParams:
+        """The request's parameters; unset ones take the deployment's defaults (``orchestration``)."""
+        given = self.model_dump(exclude_none=True)
+        if defaults is not None:
+            given.setdefault("temperature", defaults.temperature)
+            given.setdefault("repetition_penalty", defaults.repetition_penalty)
         try:
-            return SamplingParams(**self.model_dump(exclude_none=True))
+            return SamplingParams(**given)
         except ValidationError as exc:
             err = exc.errors()[0]
             field = str(err["loc"][0]) if err.get("loc") else "params"
@@ -175,7 +180,8 @@ async def chat(body: AppChatRequest, http: Request, user: AppUser, svc: Svc):
         history, conversation_id = [], None
     new = [{"role": "user", "content": body.message}] if body.message is not None else list(body.messages or [])
     request = AgentRequest(messages=history + new, mode=body.mode, index=body.index, top_k=body.top_k,
-                           params=body.params.sampling(), tools=body.tools, structured=body.structured,
+                           params=body.params.sampling(svc.settings.orchestration), tools=body.tools,
+                           structured=body.structured,
                            model=body.model)
     if conversation_id is None:
         title = str(new[-1].get("content", ""))[:120] if new else ""
@@ -196,7 +202,7 @@ async def regenerate(response_id: str, http: Request, user: AppUser, svc: Svc, b
         raise NotFoundError(f"response {response_id!r} not found", param="response_id")
     params = original.params or {}
     check_index(user, params.get("index"))
-    sampling = body.params.sampling() if body.params else SamplingParams(
+    sampling = body.params.sampling(svc.settings.orchestration) if body.params else SamplingParams(
         **{k: v for k, v in params.items() if k in SamplingParams.model_fields})
     request = AgentRequest(messages=original.messages, mode=original.mode, index=params.get("index"),
                            top_k=params.get("top_k"), params=sampling, tools=params.get("tools"),

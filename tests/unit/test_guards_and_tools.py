@@ -105,7 +105,11 @@ def test_parse_step_formats():
 
 def test_step_grammar_compiles_and_names_only_active_tools():
     llguidance = pytest.importorskip("llguidance")
-    grammar = step_grammar(["search", "calculator"])
-    assert '"search" | "calculator"' in grammar
+    from agentstack.orchestrators.tools import builtin_registry
+
+    tools = builtin_registry(index=object()).tools
+    grammar = step_grammar({"search": tools["search"], "calculator": tools["calculator"]})
+    assert '"Action: search' in grammar and '"Action: calculator' in grammar and "lookup_document" not in grammar
+    assert "Action" not in step_grammar(tools, final_only=True)
     assert llguidance.LLMatcher.validate_grammar(llguidance.LLMatcher.grammar_from_lark(grammar)) in ("", None) or \
         not llguidance.LLMatcher.validate_grammar_with_warnings(llguidance.LLMatcher.grammar_from_lark(grammar))[0]
