@@ -115,7 +115,8 @@ class ReactOrchestrator:
     async def _think(self, state: ReactState) -> ReactState:
         writer = get_stream_writer()
         request = state["request"]
-        grammar = step_grammar(state["tools"], final_only=state.get("force_final", False))
+        last_step = len(state["steps"]) >= self.deps.tool_policy.max_steps - 1  # the last step must answer
+        grammar = step_grammar(state["tools"], final_only=state.get("force_final", False) or last_step)
         structured = StructuredOutput(kind="grammar", value=grammar) if request.structured else None
         params = request.params.model_copy(update={
             "max_tokens": request.params.max_tokens or self.deps.settings.react_step_tokens, "n": 1,
