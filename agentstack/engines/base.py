@@ -61,6 +61,7 @@ class ChatRequest:
     structured: StructuredOutput | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
     request_id: str | None = None
 
 

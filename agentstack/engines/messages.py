@@ -54,7 +54,7 @@ def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
         if role == "assistant" and message.get("tool_calls"):
             calls = [json.dumps({"name": c.get("function", {}).get("name"), "arguments": _args(c)},
                                 ensure_ascii=False) for c in message["tool_calls"]]
-            text = (text + "\n" if text else "") + "\n".join(f"<tool_call>\n{c}\n</tool_call>" for c in calls)
+            text = (text + "\n" if text else "") + f"<tool_call>[{', '.join(calls)}]</tool_call>"
         if role == "tool":  # most chat templates only know system/user/assistant
             role = "user"
             text = f"Result of {message.get('name') or message.get('tool_call_id') or 'the tool'}: {text}"

@@ -191,6 +191,8 @@ class OpenAIEngine:
             std["tools"] = request.tools
             if request.tool_choice is not None:
                 std["tool_choice"] = request.tool_choice
+            if request.parallel_tool_calls is not None:
+                std["parallel_tool_calls"] = request.parallel_tool_calls
         try:
             stream = await client.chat.completions.create(
                 model=request.model, messages=request.messages, stream=True,

@@ -3,10 +3,9 @@
 The tools are described in a system message, and the model calls one by answering::
 
     <tool_call>
-    {"name": "get_weather", "arguments": {"city": "Paris"}}
-    </tool_call>
+    <tool_call>[{"name": "get_weather", "arguments": {"city": "Paris"}}]</tool_call>
 
-(the format SmolLM2 was tuned on). Generation runs under a grammar built from ``tools`` and
+(the format and system prompt SmolLM2 was tuned on). Generation runs under a grammar built from ``tools`` and
 ``tool_choice``, so a call always names a declared function with arguments valid for its JSON
 schema: ``auto`` allows plain text (not starting with ``<``) or calls; ``required`` and a named
 function allow only calls; ``none`` drops the tools. The text is then parsed into OpenAI's
@@ -23,7 +22,7 @@ from typing import Any
 from agentstack.engines.params import StructuredOutput
 from agentstack.errors import InvalidRequestError
 
-CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
+CALL = re.compile(r"<tool_call>\s*(\[.*?\]|\{.*?\})\s*</tool_call>", re.DOTALL)
 OPEN = "<tool_call>"
 
 
@@ -65,8 +64,8 @@ def _call_schema(functions: list[dict[str, Any]]) -> dict[str, Any]:
     return variants[0] if len(variants) == 1 else {"anyOf": variants}
 
 
-def prepare(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
-            tool_choice: Any) -> tuple[list[dict[str, Any]], StructuredOutput | None, bool]:
+def prepare(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, tool_choice: Any,
+            parallel: bool = True) -> tuple[list[dict[str, Any]], StructuredOutput | None, bool]:
     """(messages with the tool instructions, the grammar, whether calls are possible)."""
     if not tools:
         if tool_choice not in (None, "none", "auto"):
@@ -75,16 +74,20 @@ def prepare(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
     mode, functions = _chosen(_functions(tools), tool_choice)
     if mode == "none":
         return messages, None, False
-    listing = "\n".join(json.dumps(f, ensure_ascii=False) for f in functions)
-    must = "You must call one of them." if mode == "required" else "Call one only when it helps; otherwise answer."
-    instruction = ("You can call these functions:\n" + listing + "\n\nTo call a function, reply with exactly\n"
-                   f"{OPEN}\n{{\"name\": <function name>, \"arguments\": <arguments object>}}\n</tool_call>\n" + must)
-    call_json = json.dumps(_call_schema(functions))
-    call = f'"{OPEN}\\n" %json {call_json} "\\n</tool_call>"'
+    listing = json.dumps(functions, ensure_ascii=False)
+    must = ("You must call at least one of them." if mode == "required" else
+            "If none of the functions can be used, answer in plain text instead.")
+    instruction = ("You are an expert in composing functions. You are given a question and a set of possible "
+                   "functions. Based on the question, you will need to make one or more function/tool calls to "
+                   "achieve the purpose.\n\nYou have access to the following tools:\n<tools>" + listing +
+                   "</tools>\n\nTo call functions, reply in this format and nothing else:\n"
+                   f'{OPEN}[{{"name": "func_name1", "arguments": {{"argument1": "value1"}}}}]</tool_call>\n' + must)
+    one = f"%json {json.dumps(_call_schema(functions))}"
+    calls = f'"{OPEN}[" {one} ' + ('(", " ' + one + ')* ' if parallel else "") + '"]</tool_call>"'
     if mode == "required":
-        grammar = f"start: call (\"\\n\" call)*\ncall: {call}\n"
+        grammar = f"start: {calls}\n"
     else:
-        grammar = f"start: TEXT | call (\"\\n\" call)*\ncall: {call}\nTEXT: /[^<\\s][\\s\\S]*/\n"
+        grammar = f"start: TEXT | {calls}\nTEXT: /[^<\\s][\\s\\S]*/\n"
     if messages and messages[0].get("role") in ("system", "developer"):
         first = {**messages[0], "content": f"{messages[0].get('content') or ''}\n\n{instruction}"}
         messages = [first, *messages[1:]]
@@ -98,10 +101,12 @@ def parse_calls(text: str) -> list[dict[str, Any]]:
     calls = []
     for match in CALL.finditer(text):
         try:
-            obj = json.loads(match.group(1))
+            found = json.loads(match.group(1))
         except json.JSONDecodeError:
             continue
-        if isinstance(obj, dict) and isinstance(obj.get("name"), str):
+        for obj in found if isinstance(found, list) else [found]:
+            if not (isinstance(obj, dict) and isinstance(obj.get("name"), str)):
+                continue
             calls.append({"id": f"call_{secrets.token_hex(8)}", "type": "function",
                           "function": {"name": obj["name"],
                                        "arguments": json.dumps(obj.get("arguments", {}), ensure_ascii=False)}})

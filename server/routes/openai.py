@@ -102,7 +102,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, user: 
     version = svc.router.resolve(body.model)
     params = body.sampling_params()
     chat = ChatRequest(messages=body.message_dicts(), model=version, params=params, structured=body.structured(),
-                       tools=body.tools, tool_choice=body.tool_choice, request_id=request_id(request))
+                       tools=body.tools, tool_choice=body.tool_choice, parallel_tool_calls=body.parallel_tool_calls,
+                       request_id=request_id(request))
     completion_id = new_id("chatcmpl")
     started = time.perf_counter()
     events = svc.engine.stream(chat)

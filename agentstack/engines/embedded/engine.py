@@ -192,7 +192,8 @@ class EmbeddedEngine:
             if structured is not None:
                 raise InvalidRequestError("response_format/structured outputs cannot be combined with tools",
                                           param="response_format")
-            messages, structured, tool_mode = toolcalls.prepare(messages, request.tools, request.tool_choice)
+            messages, structured, tool_mode = toolcalls.prepare(messages, request.tools, request.tool_choice,
+                                                                request.parallel_tool_calls is not False)
         prompt, ids = self.render(messages)
         max_new = resolve_max_tokens(params, prompt_tokens=len(ids), context_length=self._ctx,
                                      default_max_tokens=s.default_max_tokens)
