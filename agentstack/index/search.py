@@ -157,12 +157,27 @@ class Searcher:
         if expr is None:
             return []
         where, params = filter_sql(filters)
+        if not where:
+            # Rank in FTS5 alone, then keep this generation's rows: about half the time of ranking
+            # the join. Rows of other generations are few (unpurged or not yet published); if they
+            # crowd the top, fall through to the exact query below.
+            inner = 2 * n + 32
+            rows = self.conn.execute(
+                f"SELECT c.id, r.s FROM (SELECT rowid, bm25(chunks_fts, 1.0, 0.5) AS s FROM chunks_fts WHERE "
+                f"chunks_fts MATCH ? ORDER BY s LIMIT ?) r JOIN chunks c ON c.id = r.rowid WHERE {live('c', '?')} "
+                "ORDER BY r.s LIMIT ?", [expr, inner, self.g, self.g, n]).fetchall()
+            if len(rows) == n or self._fts_matches(expr, inner) < inner:
+                return [(int(r[0]), -float(r[1])) for r in rows]
         join = "JOIN documents d ON d.row_id = c.doc_row" if where else ""
         rows = self.conn.execute(
             f"SELECT c.id, bm25(chunks_fts, 1.0, 0.5) AS s FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
             f"{join} WHERE chunks_fts MATCH ? AND {live('c', '?')} {where} ORDER BY s LIMIT ?",
             [expr, self.g, self.g, *params, n]).fetchall()
         return [(int(r[0]), -float(r[1])) for r in rows]
+
+    def _fts_matches(self, expr: str, cap: int) -> int:
+        return self.conn.execute("SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?)",
+                                 (expr, cap)).fetchone()[0]
 
     def search(self, query: Query) -> list[SearchHit]:
         k = query.k

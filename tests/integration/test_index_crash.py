@@ -160,3 +160,32 @@ def test_random_kill_9_during_ingest(manager, settings, capsys):
             print(f"  run {r:2d}  after {delay * 1000:6.1f} ms  at {point:<17} ({phase})")
     assert len(kills) >= 20
     assert by_phase["write"] + by_phase["commit"] >= 10
+
+
+def test_readers_never_see_a_committed_but_unpublished_version(manager):
+    """SQLite holds generation s, the manifest still s - 1: BM25 and dense searches, listings and
+    counts come from s - 1 only, even when the unpublished rows outrank everything."""
+    quiet = [(f"old{i}.txt", f"plain text {i} about gardens with one zebracorn mention".encode()) for i in range(3)]
+    manager.add_bytes(NAME, quiet)
+    # ~60 chunks per document, so unpublished rows fill FTS5's whole first page of candidates
+    loud = [(f"new{i}.txt", " ".join(["zebracorn"] * 600).encode()) for i in range(3)]
+
+    def hook(p: str) -> None:
+        if p == "faiss_write":
+            raise OSError(28, "No space left on device (injected)")
+
+    faults.set_hook(hook)
+    try:
+        with pytest.raises(OSError):
+            manager.add_bytes(NAME, loud)
+    finally:
+        faults.set_hook(None)
+    reader = manager.open(NAME)
+    hits = reader.search("zebracorn", k=5, mode="bm25")
+    assert {h.source for h in hits} == {f"upload:old{i}.txt" for i in range(3)}  # the exact fallback path
+    assert all(h.source.startswith("upload:old") for h in reader.search("zebracorn", k=5, mode="hybrid"))
+    assert reader.documents()[1] == 3 and "not published" in " ".join(reader.verify().notes)
+    manager.add_bytes(NAME, quiet)  # the next writer publishes the committed version first
+    assert {h.source for h in reader.search("zebracorn", k=5, mode="bm25")} <= {f"upload:new{i}.txt"
+                                                                                for i in range(3)}
+    assert 3 < reader.documents()[1] < 6 and reader.verify().ok  # old ones + the group committed before the fault
