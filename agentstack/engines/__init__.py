@@ -19,6 +19,10 @@ def build_engine(settings: Settings, metrics: Any = None) -> ChatEngine:
         from agentstack.engines.embedded.engine import EmbeddedEngine
 
         return EmbeddedEngine(settings.engine, Path(settings.model_cache), metrics=metrics)
+    if settings.engine.kind == "scripted":
+        from agentstack.engines.scripted import ScriptedEngine
+
+        return ScriptedEngine()
     from agentstack.engines.openai_engine import OpenAIEngine
 
     return OpenAIEngine(settings.engine)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,19 +23,22 @@ from agentstack.orchestrators.tools import ToolPolicy, ToolRegistry, builtin_reg
 from agentstack.resources import resource_file
 
 
-class OutputPolicy(BaseModel):
+class GuardPolicy(BaseModel):
+    """``policies/guards.yaml``: see the comments there."""
+
     model_config = ConfigDict(extra="forbid")
 
     allowed_link_hosts: list[str] = Field(default_factory=list)
     system_prompt_leak_chars: int = Field(default=40, ge=8)
+    injection_filter: Literal["off", "standard", "strict"] = "standard"
 
 
-def load_output_policy(policies_dir: Path | None = None) -> OutputPolicy:
-    path = resource_file("policies", "output.yaml", policies_dir)
+def load_guard_policy(policies_dir: Path | None = None) -> GuardPolicy:
+    path = resource_file("policies", "guards.yaml", policies_dir)
     try:
-        return OutputPolicy(**(yaml.safe_load(path.read_text()) or {}))
+        return GuardPolicy(**(yaml.safe_load(path.read_text()) or {}))
     except (yaml.YAMLError, ValidationError, TypeError) as exc:
-        raise ConfigError(f"{path} is not a valid output policy: {exc}", fix="see the comments in policies/output.yaml")
+        raise ConfigError(f"{path} is not a valid guard policy: {exc}", fix="see the comments in policies/guards.yaml")
 
 
 @dataclass
@@ -47,7 +50,7 @@ class AgentDeps:
     resolve_model: Callable[[str | None], str]
     indexes: Any = None  # an IndexManager, or None when no index is available
     tool_policy: ToolPolicy = field(default_factory=ToolPolicy)
-    output_policy: OutputPolicy = field(default_factory=OutputPolicy)
+    guard_policy: GuardPolicy = field(default_factory=GuardPolicy)
     extra_tools: ToolRegistry = field(default_factory=ToolRegistry)
     guards: bool = True  # off only for the injection benchmark's baseline
 
@@ -56,7 +59,7 @@ class AgentDeps:
              indexes: Any = None) -> "AgentDeps":
         return cls(engine=engine, settings=settings.orchestration, resolve_model=resolve_model, indexes=indexes,
                    tool_policy=load_tool_policy(settings.policies_dir),
-                   output_policy=load_output_policy(settings.policies_dir))
+                   guard_policy=load_guard_policy(settings.policies_dir))
 
     def open_index(self, name: str | None) -> Any:
         if name is None:
@@ -73,9 +76,18 @@ class AgentDeps:
     def guard(self, *, system_prompt: str = "", citations: frozenset[int] | None = None) -> AnswerGuard | None:
         if not self.guards:
             return None
-        return AnswerGuard(GuardConfig(allowed_hosts=tuple(self.output_policy.allowed_link_hosts),
+        return AnswerGuard(GuardConfig(allowed_hosts=tuple(self.guard_policy.allowed_link_hosts),
                                        valid_citations=citations, system_prompt=system_prompt,
-                                       leak_chars=self.output_policy.system_prompt_leak_chars))
+                                       leak_chars=self.guard_policy.system_prompt_leak_chars))
+
+    def screen(self, text: str) -> tuple[str, int]:
+        """Retrieved text or a tool observation with instructions to the assistant removed."""
+        if not self.guards:
+            return text, 0
+        from agentstack.orchestrators.injection import screen
+
+        out = screen(text, self.guard_policy.injection_filter)
+        return out.text, out.removed
 
 
 @dataclass

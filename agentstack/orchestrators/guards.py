@@ -6,7 +6,7 @@ must still not be able to:
 * cite a source that was never retrieved: ``[n]`` citations are checked against the sources given
   to the model, and unknown numbers are dropped;
 * send the reader to an attacker's host: Markdown links and images, and bare URLs, whose host is
-  not on the allowlist (``policies/output.yaml``) are removed (a link keeps its text);
+  not on the allowlist (``policies/guards.yaml``) are removed (a link keeps its text);
 * repeat the system prompt: any run of the answer that copies ``leak_chars`` or more characters of
   the system prompt is replaced by ``[removed]``.
 
@@ -63,6 +63,7 @@ class AnswerGuard:
         self._pending = ""
         self._out: list[str] = []
         self._tail = ""
+        self._in_leak = False
         self._sp = config.system_prompt
         self._sp_lower = self._sp.lower()
 
@@ -73,6 +74,18 @@ class AnswerGuard:
     # -- streaming --------------------------------------------------------------------------------
     def feed(self, text: str) -> str:
         self._pending += text
+        if self._sp:
+            match = self._leak_suffix(self._pending)
+            if match >= self.config.leak_chars:  # a leak in progress: drop it, say so once
+                keep = self._pending[:len(self._pending) - min(match, len(self._pending))]
+                self._pending = ""
+                out = self.sanitize(keep) if keep else ""
+                if not self._in_leak:
+                    out += REMOVED
+                    self.stats.leaks_removed += 1
+                self._in_leak = True
+                return self._emit(out)
+            self._in_leak = False
         cut = self._safe_cut(self._pending)
         if cut == 0:
             return ""
@@ -101,8 +114,8 @@ class AnswerGuard:
             cut = min(cut, last_space + 1)
         if self._sp:
             held = self._leak_suffix(text)
-            if held:
-                cut = min(cut, len(text) - held)
+            if held >= 8:  # may be the start of a leak: hold it back
+                cut = min(cut, len(text) - min(held, len(text)))
         return max(0, cut)
 
     @staticmethod
@@ -125,8 +138,8 @@ class AnswerGuard:
         return None
 
     def _leak_suffix(self, text: str) -> int:
-        """Length of the longest suffix of (emitted + text) that is a substring of the system prompt,
-        limited to ``text``; such a tail may be the start of a leak, so it is held back."""
+        """Length of the longest suffix of (recently emitted + ``text``) that is a substring of the
+        system prompt (at most ``4 * leak_chars``)."""
         span = self.config.leak_chars * 4
         window = (self._tail + text)[-span:].lower()
         best = 0
@@ -137,7 +150,7 @@ class AnswerGuard:
                 best, lo = mid, mid + 1
             else:
                 hi = mid - 1
-        return min(best, len(text)) if best >= 8 else 0
+        return best
 
     # -- whole text -------------------------------------------------------------------------------
     def sanitize(self, text: str) -> str:

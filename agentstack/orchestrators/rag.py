@@ -120,7 +120,7 @@ class RagOrchestrator:
         relevant = relevant_hits(state["hits"], self.deps.settings.min_relevance)
         sources: list[Source] = []
         seen: set[str] = set()
-        used = 0
+        used = removed = 0
         for doc in relevant:
             key = hashlib.sha1(" ".join(doc.page_content.split()).lower().encode()).hexdigest()
             if key in seen or str(doc.metadata.get("chunk_id")) in seen:
@@ -129,7 +129,9 @@ class RagOrchestrator:
             room = budget - used
             if room < 32:
                 break
-            text = await counter.truncate(doc.page_content, room)
+            clean, flagged = self.deps.screen(doc.page_content)
+            removed += flagged
+            text = await counter.truncate(clean, room)
             used += await counter.text(text)
             meta = doc.metadata
             source = Source(n=len(sources) + 1, index=meta.get("index", state["request"].index or ""),
@@ -138,7 +140,7 @@ class RagOrchestrator:
                             score=float(meta.get("score", 0.0)), text=text, snippet=text[:240])
             sources.append(source)
             writer(SourceEvent(source))
-        return {"sources": sources}
+        return {"sources": sources, "guard": {"injections_removed": removed}}
 
     async def _generate(self, state: RagState) -> RagState:
         writer = get_stream_writer()
@@ -159,7 +161,8 @@ class RagOrchestrator:
         gen = await generate(self.deps.engine, messages, state["model"], request.params, guard=guard, emit=writer)
         add_usage(usage, gen.usage)
         stats = guard.stats.__dict__ if guard is not None else {}
-        return {"generation": gen, "messages": messages, "abstained": False, "usage": usage, "guard": dict(stats)}
+        return {"generation": gen, "messages": messages, "abstained": False, "usage": usage,
+                "guard": {**state.get("guard", {}), **stats}}
 
 
 def relevant_hits(docs: list[Any], threshold: float) -> list[Any]:

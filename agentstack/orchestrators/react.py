@@ -173,7 +173,7 @@ class ReactOrchestrator:
             try:
                 result = await asyncio.wait_for(tool(step.action_input),
                                                 timeout=self.deps.tool_policy.timeout_for(tool.name))
-                observation = result[:self.deps.tool_policy.max_observation_chars]
+                observation, _ = self.deps.screen(result[:self.deps.tool_policy.max_observation_chars])
             except asyncio.TimeoutError:
                 step.error = f"{tool.name} timed out after {self.deps.tool_policy.timeout_for(tool.name):g} s"
                 observation = f"Error: {step.error}"
