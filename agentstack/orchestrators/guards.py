@@ -64,6 +64,8 @@ class AnswerGuard:
         self._out: list[str] = []
         self._tail = ""
         self._in_leak = False
+        self._leak_text = ""
+        self._leak_run = 0
         self._sp = config.system_prompt
         self._sp_lower = self._sp.lower()
 
@@ -75,9 +77,18 @@ class AnswerGuard:
     def feed(self, text: str) -> str:
         self._pending += text
         if self._sp:
-            match = self._leak_suffix(self._pending)
-            if match >= self.config.leak_chars:  # a leak in progress: drop it, say so once
+            span = self.config.leak_chars * 4
+            base = self._leak_text if self._in_leak else self._tail
+            match = self._suffix_in_prompt(base + self._pending)
+            if self._in_leak and match >= min(span, self._leak_run + len(self._pending)):
+                self._leak_run = min(span, self._leak_run + len(self._pending))  # the copy goes on: drop it
+                self._leak_text = (base + self._pending)[-span:]
+                self._pending = ""
+                return ""
+            if match >= self.config.leak_chars:  # a copy of the system prompt in progress: drop it
                 keep = self._pending[:len(self._pending) - min(match, len(self._pending))]
+                self._leak_text = (base + self._pending)[-span:]
+                self._leak_run = match
                 self._pending = ""
                 out = self.sanitize(keep) if keep else ""
                 if not self._in_leak:
@@ -113,7 +124,7 @@ class AnswerGuard:
                                           or "://" in word):
             cut = min(cut, last_space + 1)
         if self._sp:
-            held = self._leak_suffix(text)
+            held = self._suffix_in_prompt(self._tail + text)
             if held >= 8:  # may be the start of a leak: hold it back
                 cut = min(cut, len(text) - min(held, len(text)))
         return max(0, cut)
@@ -137,11 +148,11 @@ class AnswerGuard:
             return None if ")" in after or len(after) > 2100 else start
         return None
 
-    def _leak_suffix(self, text: str) -> int:
-        """Length of the longest suffix of (recently emitted + ``text``) that is a substring of the
-        system prompt (at most ``4 * leak_chars``)."""
+    def _suffix_in_prompt(self, text: str) -> int:
+        """Length of the longest suffix of ``text`` that is a substring of the system prompt
+        (at most ``4 * leak_chars``)."""
         span = self.config.leak_chars * 4
-        window = (self._tail + text)[-span:].lower()
+        window = text[-span:].lower()
         best = 0
         lo, hi = 1, len(window)
         while lo <= hi:  # substring-ness of suffixes is monotone: if a suffix matches, shorter ones do
