@@ -97,6 +97,21 @@ def check_bind(settings: Settings) -> None:
                           fix="configure keys (AGENTSTACK_AUTH__KEYS or [auth] in agentstack.toml), or bind 127.0.0.1")
 
 
+async def build_demo_index(services: Services) -> None:
+    """First start: index the project's own docs as ``demo`` so a new user can ask about them."""
+    import asyncio
+
+    from agentstack.index.manager import ensure_demo_index
+
+    try:
+        report = await asyncio.to_thread(ensure_demo_index, services.settings, manager=services.indexes)
+    except Exception:  # the API still serves; the operator sees why in the log
+        log.exception("could not build the demo index")
+        return
+    if report is not None:
+        log.info("demo index ready: ask with `agentstack chat --mode rag --index demo`")
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
@@ -104,6 +119,6 @@ def serve(settings: Settings) -> None:
     if not settings.auth.keys:
         log.warning("no API keys configured: serving on %s only (loopback); every local caller is an operator",
                     settings.server.host)
-    app = create_app(settings)
+    app = create_app(settings, startup_hooks=[build_demo_index] if settings.server.build_demo_index else [])
     uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level=settings.log_level.lower(),
                 timeout_graceful_shutdown=10)
