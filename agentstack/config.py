@@ -219,6 +219,9 @@ class AlignmentSettings(BaseModel):
     num_processes: int | None = Field(default=None, ge=1, description="launcher=accelerate: processes to launch; "
                                       "unset = the config file's num_processes.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Device for training and the gate.")
+    base_model: str | None = Field(default=None, description="Local Hugging Face directory (or .gguf) of the served "
+                                   "base model, for training and the gate; unset = engine.model (required when "
+                                   "engine.kind is openai: vLLM serves by name, training needs the weights).")
     auto_promote: bool = Field(default=True, description="Default of a job's `promote`: hot-swap the new version "
                                "in when the gate passes it.")
     max_loaded_versions: int = Field(default=3, ge=2, description="Model versions kept loaded in the engine (base "
