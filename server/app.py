@@ -32,6 +32,9 @@ ROUTERS = [
     "server.routes.openai",
     "server.routes.indexes",
     "server.routes.chat",
+    "server.routes.feedback",
+    "server.routes.alignment",
+    "server.routes.admin",
 ]
 
 

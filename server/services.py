@@ -60,7 +60,17 @@ class Services:
     async def start(self) -> None:
         await asyncio.to_thread(self.engine.warm_up)
         self.db.conn()  # migrate now rather than on the first request
+        await self.alignment.start()  # restore the promoted version before the first request resolves it
         log.info("serving %s as %r", self.router.active, self.router.alias)
+
+    @property
+    def alignment(self) -> Any:
+        """Feedback store, model registry, deployer and alignment jobs (agentstack/alignment/services.py)."""
+        if "alignment" not in self.extras:
+            from agentstack.alignment.services import AlignmentServices
+
+            self.extras["alignment"] = AlignmentServices(self.settings, self.db, self.engine, self.router, self.audit)
+        return self.extras["alignment"]
 
     @property
     def indexes(self) -> Any:
@@ -95,6 +105,8 @@ class Services:
         return self.extras["embedder"]
 
     async def aclose(self) -> None:
+        if "alignment" in self.extras:
+            await self.extras["alignment"].aclose()
         if self.owns_engine:
             await self.engine.aclose()
         self.db.close()

@@ -23,12 +23,25 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/embeddings"): APP,
     ("POST", "/v1/load_lora_adapter"): OPERATOR,
     ("POST", "/v1/unload_lora_adapter"): OPERATOR,
+    ("POST", "/v1/feedback"): APP,
+    ("GET", "/v1/feedback/stats"): APP,
+    ("GET", "/v1/admin/feedback/export"): OPERATOR,
+    ("POST", "/v1/admin/alignment/jobs"): OPERATOR,
+    ("GET", "/v1/admin/alignment/jobs"): OPERATOR,
+    ("GET", "/v1/admin/alignment/jobs/{job_id}"): OPERATOR,
+    ("POST", "/v1/admin/alignment/jobs/{job_id}/cancel"): OPERATOR,
+    ("GET", "/v1/admin/models"): OPERATOR,
+    ("POST", "/v1/admin/models/{version}/promote"): OPERATOR,
+    ("POST", "/v1/admin/models/rollback"): OPERATOR,
+    ("GET", "/v1/admin/audit"): OPERATOR,
+    ("DELETE", "/v1/admin/users/{user_id}/data"): OPERATOR,
 }
 
 IGNORED = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
 
-PLACEHOLDERS = {"{model_id}": "agentstack"}
+PLACEHOLDERS = {"{model_id}": "agentstack", "{job_id}": "job-none", "{version}": "v999-none",
+                "{user_id}": "nobody"}
 
 
 def _concrete(path: str) -> str:

@@ -1,0 +1,252 @@
+"""The server's side of alignment jobs: submit, list, cancel, and a monitor that notices ended or
+lost workers and promotes passed candidates.
+
+``submit`` validates the spec against the settings, refuses a second concurrent job (409) and a
+round with too little data (a quick count without scrubbing; the worker checks again after the
+guards), writes the job's settings and starts ``python -m agentstack.alignment.worker`` in a new
+session with the worker's thread limit. Training never runs in the server process.
+
+The monitor (an asyncio task in the server's loop, every ``alignment.poll_s``):
+
+* a worker that exited while its job was still active → the job is ``failed`` ("worker exited with
+  signal 9"), or ``cancelled`` if a cancel was pending; its log stays in the job directory;
+* a cancel not honoured within ``alignment.cancel_grace_s`` → SIGKILL to the worker's group;
+* a ``succeeded`` job whose candidate passed the gate and that asked to be promoted → promoted
+  through the :class:`~agentstack.alignment.deploy.Deployer` (audited as the job's submitter).
+
+After a server restart, active jobs whose worker is gone are marked failed; live ones are watched
+by pid.
+
+This module knows nothing about HTTP; routes call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agentstack.alignment.jobs import Job, JobStore
+from agentstack.alignment.pipeline import jobs_dir
+from agentstack.alignment.spec import JobSpec
+from agentstack.audit import AuditLog
+from agentstack.config import Settings
+from agentstack.errors import ConflictError, InvalidRequestError
+from agentstack.storage.sqlite import Database
+
+log = logging.getLogger(__name__)
+
+
+def _alive(pid: int | None, job_id: str) -> bool:
+    """Is ``pid`` still our worker for ``job_id`` (not a recycled pid)?"""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    return "agentstack.alignment.worker" in cmdline and job_id in cmdline
+
+
+def worker_settings(settings: Settings) -> dict[str, Any]:
+    """The settings a worker needs, without API keys; secrets travel in the environment."""
+    data = settings.model_dump(mode="json", exclude={"auth": True, "client": True,
+                                                     "privacy": {"hash_salt"}, "engine": {"api_key"}})
+    return data
+
+
+class JobManager:
+    def __init__(self, settings: Settings, db: Database, audit: AuditLog, deployer: Any = None):
+        self.settings = settings
+        self.db = db
+        self.audit = audit
+        self.deployer = deployer
+        self.jobs = JobStore(db, jobs_dir(settings))
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._cancel_at: dict[str, float] = {}
+        self._task: asyncio.Task | None = None
+        self._last_purge = 0.0
+
+    # -- submit / cancel --------------------------------------------------------------------------
+    def submit(self, spec: JobSpec, *, key_id: str) -> Job:
+        try:
+            prefs = spec.preferences(self.settings)
+            spec.gate_settings(self.settings)
+        except ValueError as exc:
+            raise InvalidRequestError(f"invalid thresholds: {exc}", param="thresholds") from None
+        running = self.jobs.active()
+        if running:
+            raise ConflictError(f"alignment job {running[0].id} is {running[0].status}; one job runs at a time",
+                                fix=f"wait for it, or cancel it: POST /v1/admin/alignment/jobs/{running[0].id}/cancel")
+        self._precheck(spec, prefs)
+        job = self.jobs.create(method=spec.method, spec=spec.model_dump(mode="json"), created_by=key_id)
+        job_dir = self.jobs.job_dir(job.id)
+        settings_path = job_dir / "settings.json"
+        settings_path.write_text(json.dumps(worker_settings(self.settings), indent=2), "utf-8")
+        os.chmod(settings_path, 0o600)
+        self._spawn(job, settings_path)
+        return self.jobs.get(job.id)
+
+    def _precheck(self, spec: JobSpec, prefs: Any) -> None:
+        """Refuse at once when even an optimistic count (no scrubbing, before deduplication and
+        caps) is below the threshold. Constitutional data is counted as its prompt limit."""
+        if not spec.data.feedback or spec.method == "sft":
+            return
+        from agentstack.alignment.preferences import PreferenceBuilder, require
+        from agentstack.feedback.scrub import TextScrubber
+        from agentstack.feedback.store import FeedbackStore
+
+        builder = PreferenceBuilder(FeedbackStore(self.db), TextScrubber(self.settings, enabled=False),
+                                    prefs.model_copy(update={"heldout_fraction": 0.0}),
+                                    modes=tuple(spec.data.modes) if spec.data.modes else None)
+        since, until = spec.data_window.resolve()
+        data = builder.build(since, until)
+        bonus = 0
+        if spec.data.revisions:
+            bonus += min(spec.data.revision_limit, data.stats.get("down", 0))
+        if spec.data.constitution:
+            bonus += spec.data.constitution.limit
+        if spec.method == "dpo" and bonus and len(data.pairs) + bonus >= prefs.min_pairs:
+            return
+        require(spec.method, data, prefs)
+
+    def _spawn(self, job: Job, settings_path: Path) -> None:
+        env = dict(os.environ)
+        threads = str(self.settings.alignment.worker_threads)
+        env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false",
+                    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                    "PYTHONUNBUFFERED": "1"})
+        if self.settings.privacy.hash_salt is not None:
+            env["AGENTSTACK_PRIVACY__HASH_SALT"] = self.settings.privacy.hash_salt.get_secret_value()
+        if self.settings.engine.api_key is not None:
+            env["AGENTSTACK_ENGINE__API_KEY"] = self.settings.engine.api_key.get_secret_value()
+        log_path = self.jobs.log_path(job.id)
+        with log_path.open("ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "agentstack.alignment.worker", job.id, str(settings_path)],
+                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    cwd=str(self.jobs.job_dir(job.id)), start_new_session=True)
+        self._procs[job.id] = proc
+        self.jobs.update(job.id, pid=proc.pid)
+        log.info("started worker pid %d for job %s (%s)", proc.pid, job.id, job.method)
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if not job.active:
+            raise ConflictError(f"job {job_id} is already {job.status}", fix="only queued or running jobs can be "
+                                "cancelled")
+        self.jobs.update(job_id, status="cancelling", only_if_active=True)
+        self._cancel_at[job_id] = time.monotonic()
+        self._signal(job, signal.SIGTERM)
+        return self.jobs.get(job_id)
+
+    def _signal(self, job: Job, sig: int) -> None:
+        if not _alive(job.pid, job.id):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(job.pid, sig)  # the worker leads its own session: this reaches its trainers too
+
+    # -- monitor ---------------------------------------------------------------------------------
+    def check(self) -> list[str]:
+        """One monitor pass over the active jobs; returns the ids that ended (sync: DB and /proc)."""
+        ended = []
+        for job in self.jobs.active():
+            proc = self._procs.get(job.id)
+            exited = proc.poll() is not None if proc is not None else not _alive(job.pid, job.id)
+            if job.status == "cancelling" and not exited:
+                started = self._cancel_at.setdefault(job.id, time.monotonic())
+                if time.monotonic() - started > self.settings.alignment.cancel_grace_s:
+                    log.warning("job %s did not stop within %.0f s of its cancel; killing it", job.id,
+                                self.settings.alignment.cancel_grace_s)
+                    self._signal(job, signal.SIGKILL)
+            if not exited:
+                continue
+            code = proc.returncode if proc is not None else None
+            self._procs.pop(job.id, None)
+            self._signal(job, signal.SIGKILL)  # leftovers of the worker's group, if any
+            job = self.jobs.get(job.id)
+            if job.active:
+                how = ("worker lost (the server restarted and the worker is gone)" if code is None else
+                       f"worker exited with signal {-code}" if code < 0 else f"worker exited with code {code}")
+                if job.status == "cancelling":
+                    self.jobs.update(job.id, status="cancelled", finished_at=time.time(),
+                                     error=f"cancelled by an operator ({how})")
+                else:
+                    self.jobs.update(job.id, status="failed", finished_at=time.time(),
+                                     error=f"{how} during stage {job.stage}; see the job log")
+                log.warning("job %s ended abnormally: %s", job.id, how)
+            ended.append(job.id)
+        return ended
+
+    async def promote_passed(self) -> None:
+        """Promote candidates of succeeded jobs that passed the gate and asked for it; record every
+        job's promotion outcome once."""
+        for job in await asyncio.to_thread(self.jobs.pending_promotions):
+            spec = JobSpec.model_validate(job.spec)
+            passed = bool((job.gate or {}).get("passed"))
+            if not passed:
+                outcome = {"status": "rejected_by_gate", "at": time.time()}
+            elif not spec.should_promote(self.settings):
+                outcome = {"status": "not_requested", "at": time.time()}
+            elif self.deployer is None:
+                outcome = {"status": "no_server", "at": time.time()}
+            else:
+                try:
+                    result = await self.deployer.promote(job.version, key_id=job.created_by, job_id=job.id,
+                                                         reason="gate passed")
+                    outcome = {"status": "promoted", "at": time.time(), **result}
+                except Exception as exc:  # recorded on the job and in the audit log
+                    log.exception("auto-promotion of %s failed", job.version)
+                    outcome = {"status": "failed", "at": time.time(), "error": str(exc)}
+                await asyncio.to_thread(self.audit.record, key_id=job.created_by, action="model.promote",
+                                        target=job.version, detail={"job_id": job.id, "auto": True, **outcome},
+                                        outcome="ok" if outcome["status"] == "promoted" else "error")
+            await asyncio.to_thread(self.jobs.update, job.id, promotion=outcome)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.check)
+                await self.promote_passed()
+                await self._maybe_purge()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the monitor must outlive any one bad pass
+                log.exception("alignment monitor pass failed")
+            await asyncio.sleep(self.settings.alignment.poll_s)
+
+    async def _maybe_purge(self) -> None:
+        retention = self.settings.privacy.retention_days
+        if not retention or time.time() - self._last_purge < self.settings.privacy.retention_check_hours * 3600:
+            return
+        from agentstack.feedback.privacy import purge_expired
+
+        self._last_purge = time.time()
+        counts = await asyncio.to_thread(purge_expired, self.db, retention)
+        if any(counts[k] for k in ("conversations", "responses", "feedback")):
+            await asyncio.to_thread(self.audit.record, key_id="system", action="privacy.retention_purge",
+                                    detail=counts)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="alignment-monitor")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for proc in self._procs.values():  # reap finished children; running workers carry on
+            proc.poll()

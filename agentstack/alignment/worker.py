@@ -1,0 +1,115 @@
+"""The job worker process: ``python -m agentstack.alignment.worker JOB_ID SETTINGS.json``.
+
+The server's :class:`~agentstack.alignment.manager.JobManager` starts one per job, in its own
+session (process group), with the thread limit in its environment; the worker lowers its own
+priority (``alignment.worker_nice``) and runs the round (``pipeline.Round``), recording every
+stage, metric and the gate decision in the job row. Its stdout and stderr are the job's log.
+
+Endings: ``succeeded`` (the round ran to its gate decision), ``failed`` with the error (too
+little data says how much is needed), ``cancelled`` on SIGTERM. If the worker is killed outright,
+the server's monitor marks the job failed. Serving is never touched from here: promotion is the
+server's, after it reads the decision.
+
+Unless ``alignment.keep_datasets`` is on, the round's scrubbed data files are deleted when it
+ends, so a user deleted later does not linger in old job directories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+log = logging.getLogger("agentstack.alignment.worker")
+
+
+class JobCancelled(BaseException):
+    """Raised in the main thread by SIGTERM (a BaseException so nothing swallows it)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise JobCancelled()
+
+
+def load_worker_settings(path: str | Path):
+    from agentstack.config import load_settings
+
+    return load_settings(**json.loads(Path(path).read_text("utf-8")))
+
+
+def run_job(job_id: str, settings_path: str) -> int:
+    from agentstack.alignment.jobs import JobStore
+    from agentstack.alignment.pipeline import Round, jobs_dir
+    from agentstack.alignment.preferences import InsufficientDataError
+    from agentstack.db import open_db
+
+    settings = load_worker_settings(settings_path)
+    try:
+        os.nice(settings.alignment.worker_nice)
+    except OSError:
+        log.warning("could not lower the worker's priority")
+    db = open_db(settings)
+    jobs = JobStore(db, jobs_dir(settings))
+    job = jobs.get(job_id)
+    if job.status != "queued":
+        log.error("job %s is %s, not queued; nothing to do", job_id, job.status)
+        return 2
+    jobs.update(job_id, status="running", started_at=time.time(), pid=os.getpid(), only_if_active=True)
+    log.info("job %s: %s round, pid %d, nice %d, %d thread(s)", job_id, job.method, os.getpid(),
+             settings.alignment.worker_nice, settings.alignment.worker_threads)
+    rnd = None
+    code = 0
+    try:
+        rnd = Round(settings, jobs.get(job_id), jobs)
+        decision = rnd.run()
+        jobs.update(job_id, status="succeeded", stage="done", finished_at=time.time(), only_if_active=True)
+        log.info("job %s done: gate %s", job_id, decision.get("summary"))
+    except JobCancelled:
+        jobs.update(job_id, status="cancelled", finished_at=time.time(), error="cancelled by an operator")
+        log.warning("job %s cancelled", job_id)
+        code = 3
+    except InsufficientDataError as exc:
+        jobs.update(job_id, status="failed", finished_at=time.time(), error=str(exc), only_if_active=True)
+        log.error("job %s refused: %s", job_id, exc.message)
+        code = 1
+    except Exception as exc:  # noqa: BLE001  (the job fails with its error; the traceback goes to its log)
+        traceback.print_exc()
+        jobs.update(job_id, status="failed", finished_at=time.time(), error=f"{type(exc).__name__}: {exc}",
+                    only_if_active=True)
+        code = 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if not settings.alignment.keep_datasets:
+            shutil.rmtree(jobs.job_dir(job_id) / "data", ignore_errors=True)
+        if rnd is not None:
+            try:
+                rnd.close()
+            except Exception:  # closing must not change the job's outcome
+                log.exception("closing the round failed")
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m agentstack.alignment.worker")
+    parser.add_argument("job_id")
+    parser.add_argument("settings", help="settings JSON written by the server for this job")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock", "presidio-analyzer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    code = run_job(args.job_id, args.settings)
+    sys.stdout.flush()
+    os._exit(code)  # daemon compute threads need no goodbye
+
+
+if __name__ == "__main__":
+    main()

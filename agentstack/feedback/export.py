@@ -1,0 +1,63 @@
+"""Feedback as JSONL records for export (``agentstack feedback export``, ``GET /v1/admin/feedback/export``).
+
+Each record is one vote with the response it rates, every text PII-scrubbed by
+:class:`~agentstack.feedback.scrub.TextScrubber` before it is yielded. End users appear only as a
+pseudonym: an HMAC of (key id, user id) keyed with ``privacy.hash_salt`` when one is set (stable
+across exports), otherwise with a random key per export (consistent within one file, not linkable
+across files). Retrieved sources are listed by id and title; their text was scrubbed when indexed.
+
+This module knows nothing about HTTP or files; it yields dictionaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+from agentstack.feedback.scrub import TextScrubber
+from agentstack.feedback.store import FeedbackStore, Voted
+
+
+def prompt_messages(voted_response: Any) -> list[dict[str, Any]]:
+    """The messages the model answered: the orchestrator's prompt (system prompt and sources
+    included) when it was recorded, else the request's messages."""
+    params = voted_response.params or {}
+    messages = params.get("prompt_messages") or voted_response.messages
+    return [{"role": m.get("role"), "content": m.get("content")} for m in messages]
+
+
+class Pseudonymizer:
+    def __init__(self, salt: bytes | None):
+        self._key = salt or secrets.token_bytes(32)
+        self.stable = salt is not None
+
+    def __call__(self, key_id: str, user_id: str) -> str:
+        return hmac.new(self._key, f"{key_id}\x00{user_id}".encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def export_records(store: FeedbackStore, scrubber: TextScrubber, *, since: float | None = None,
+                   until: float | None = None, model_version: str | None = None,
+                   salt: bytes | None = None) -> Iterator[dict[str, Any]]:
+    pseudonym = Pseudonymizer(salt)
+    for item in store.voted(since=since, until=until, model_version=model_version):
+        yield record(item, scrubber, pseudonym)
+
+
+def record(item: Voted, scrubber: TextScrubber, pseudonym: Pseudonymizer) -> dict[str, Any]:
+    fb, rec = item.feedback, item.response
+    return {
+        "feedback_id": fb.id, "response_id": rec.id, "rating": fb.rating,
+        "comment": scrubber.text(fb.comment), "correction": scrubber.text(fb.correction),
+        "model_version": fb.model_version, "voted_at": fb.updated_at, "first_voted_at": fb.created_at,
+        "user": pseudonym(fb.key_id, fb.user_id), "key_id": fb.key_id,
+        "prompt": scrubber.messages(prompt_messages(rec)), "answer": scrubber.text(rec.answer),
+        "mode": rec.mode, "sibling_group": rec.parent_id or rec.id, "conversation_id": rec.conversation_id,
+        "turn": rec.turn, "prompt_template_version": rec.prompt_template_version,
+        "sources": [{"id": s.get("doc_id") or s.get("id"), "title": s.get("title"), "index": s.get("index")}
+                    for s in (rec.sources or [])],
+        "params": {k: v for k, v in (rec.params or {}).items() if k != "prompt_messages"},
+        "answered_at": rec.created_at,
+    }
