@@ -5,7 +5,8 @@
 Ingests a fresh version of 24 uploaded documents into INDEX (every run changes all of them, so
 each commit retires and purges rows), then deletes one. It prints, unbuffered:
 ``START`` once imports are done, ``PHASE <point>`` at every fault-injection point,
-``INGESTED <gen> <doc_id>...`` after each published version, ``DELETED <gen> <doc_id>`` and ``DONE``.
+``INGESTED <gen> <doc_id>...`` after each published version, ``DELETING <source>`` before the
+delete, ``DELETED <gen> <doc_id>`` after it, and ``DONE``.
 
 MODE ``kill``: just run (the parent kills it with SIGKILL at a random moment).
 MODE ``fault:<point>``: end the process with ``os._exit`` at ``<point>`` of the second commit,
@@ -58,6 +59,7 @@ def main() -> None:
     out("START")
     manager.add_bytes(name, documents(run), progress=progress)
     victim = f"upload:doc{run % 24:02d}.txt"
+    out(f"DELETING {victim}")  # from here the victim may be gone before DELETED is printed
     report = manager.delete(name, victim)
     out(f"DELETED {report.generation} {report.deleted[0]}")
     out("DONE")
