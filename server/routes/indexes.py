@@ -31,11 +31,8 @@ router = APIRouter(prefix="/v1/indexes", tags=["Indexes"])
 
 
 def get_indexes(svc: Svc) -> IndexManager:
-    """The server's one :class:`IndexManager`, sharing the server's embedder (loaded on first use)."""
-    manager = svc.extras.get("indexes")
-    if manager is None:
-        manager = svc.extras.setdefault("indexes", IndexManager(svc.settings, embedder=svc.embedder))
-    return manager
+    """The server's one :class:`IndexManager` (``Services.indexes``: shares the server's embedder)."""
+    return svc.indexes
 
 
 Indexes = Annotated[IndexManager, Depends(get_indexes)]
