@@ -308,3 +308,15 @@ def test_demo_index_is_built_then_kept_up_to_date(settings, embedder):
     assert any(h.source.endswith("development.md") for h in hits)
     assert {d["metadata"].get("collection") for d in index.documents()[0]} <= {"docs", "readme", None}
     assert np.isclose(np.linalg.norm(embedder.encode(["x"])[0]), 1.0)
+
+
+def test_drop_removes_the_index_and_readers_see_it_gone(manager, tmp_path):
+    create_kb(manager, tmp_path / "corpus")
+    reader = manager.open("kb")
+    manager.drop("kb")
+    assert not manager.exists("kb") and manager.names() == []
+    assert not any(p.name.startswith(".tmp-drop") for p in manager.root.iterdir())
+    with pytest.raises(NotFoundError):
+        reader.search("cats", mode="bm25")
+    with pytest.raises(NotFoundError):
+        manager.open("kb")
