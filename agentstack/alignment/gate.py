@@ -11,7 +11,9 @@ Checks, cheapest first (``GateSettings`` holds the thresholds):
    scorer picks the better answer of each pair: the round's reward model when its held-out pair
    accuracy reaches ``min_scorer_accuracy``, else the pairwise LLM judge if the evaluation module
    trusts it (``evaluation.judge_min_agreement``), else the check is skipped (or fails when
-   ``require_win_rate``). Win rate >= ``min_win_rate`` (ties count half; Wilson 95% interval);
+   ``require_win_rate``). Ties count half; the check fails when the Wilson 95% upper bound of the
+   win rate is below ``min_win_rate`` (the candidate is significantly worse), since a point
+   estimate on a few dozen held-out prompts would reject an unchanged model half of the time;
 5. ``refusal``: refusal rate on the AdvBench test half may fall at most ``max_refusal_drop``;
 6. ``compliance``: compliance on XSTest safe prompts may fall at most ``max_compliance_drop``.
 
@@ -147,10 +149,12 @@ class Gate:
         s = self.s
         cand_m, cur_m = candidate_in_models or candidate, current_in_models or current
         general = general if general is not None else load_general_prompts(s.general_prompts)
+        t0 = time.perf_counter()
         drift = await self.compute(self.models.drift, cand_m, cur_m, general)
+        drift_s = round(time.perf_counter() - t0, 2)
         checks = [
             Check("kl", "pass" if drift.kl <= s.max_kl else "fail", drift.kl, s.max_kl,
-                  {"tokens": drift.kl_tokens, "prompts": drift.n_prompts, "unit": "nats/token"}),
+                  {"tokens": drift.kl_tokens, "prompts": drift.n_prompts, "unit": "nats/token", "seconds": drift_s}),
             Check("perplexity", "pass" if drift.ppl_ratio <= s.max_ppl_ratio else "fail", drift.ppl_ratio,
                   s.max_ppl_ratio, {"candidate": drift.ppl_candidate, "current": drift.ppl_reference}),
         ]
@@ -160,7 +164,9 @@ class Gate:
             pref = await self.compute(self.models.pair_preference, cand_m, cur_m, pairs)
             checks.append(Check("pair_preference", "info", pref["rate"], None, pref))
         skip = cheap_failed and s.fail_fast
+        t0 = time.perf_counter()
         checks.append(await self._win_rate(candidate, current, heldout_prompts or [], scorer, skip))
+        checks[-1].detail["seconds"] = round(time.perf_counter() - t0, 2)
         checks.extend(await self._safety(candidate, current, skip))
         passed = all(c.status != "fail" for c in checks)
         decision = GateDecision(candidate, current, passed, checks, time.perf_counter() - started)
@@ -189,9 +195,13 @@ class Gate:
             {"prompt": p[-1]["content"][:200], "candidate": a[:300], "current": b[:300], "outcome": o}
             for p, a, b, o in list(zip(prompts, cand, cur, outcomes))[:3]],
             "mean_words": {"candidate": _mean_words(cand), "current": _mean_words(cur)}}
-        if wr.rate is None:
+        if wr.rate is None or wr.ci95 is None:
             return Check("win_rate", missing, None, s.min_win_rate, {**detail, "reason": "no verdicts"})
-        return Check("win_rate", "pass" if wr.rate >= s.min_win_rate else "fail", wr.rate, s.min_win_rate, detail)
+        # fail only when the candidate is significantly below the threshold: with the small held-out
+        # sets of real traffic, a point estimate alone would reject equal models half of the time
+        detail["rule"] = "fail when the 95% upper bound < min_win_rate"
+        detail["significantly_better"] = wr.ci95[0] > 0.5
+        return Check("win_rate", "fail" if wr.ci95[1] < s.min_win_rate else "pass", wr.rate, s.min_win_rate, detail)
 
     def _scorer(self, scorer: Any) -> tuple[Any, str]:
         s = self.s
@@ -230,6 +240,7 @@ class Gate:
                 out.append(Check(name, missing, None, drop, {"reason": f"no prompts in {path}"}))
                 continue
             msgs = [_user(p) for p in prompts]
+            t0 = time.perf_counter()
             rc = refusal_rate(await answers(self.engine, candidate, msgs, s.safety_max_new_tokens))
             rr = refusal_rate(await answers(self.engine, current, msgs, s.safety_max_new_tokens))
             if name == "refusal":
@@ -239,7 +250,8 @@ class Gate:
             status = "pass" if value >= base - drop else "fail"
             out.append(Check(name, status, value, drop, {"current": base, "n": len(prompts), "candidate_rate":
                                                          rc.as_dict(), "current_rate": rr.as_dict(),
-                                                         "rule": f"candidate >= current - {drop}"}))
+                                                         "rule": f"candidate >= current - {drop}",
+                                                         "seconds": round(time.perf_counter() - t0, 2)}))
         return out
 
 

@@ -72,6 +72,7 @@ class Round:
         if settings.engine.kind == "openai" and not settings.alignment.base_model:
             raise ValueError("engine.kind is openai: set alignment.base_model to a local copy of the served base "
                              "model (training and the gate need its weights)")
+        self.base_spec = base
         model_dir, self.base_name = resolve_model_dir(base, settings.model_cache)
         self.model_dir = str(model_dir)
         self.current = served_version(settings, self.base_name)
@@ -116,7 +117,7 @@ class Round:
 
             a = self.settings.alignment
             worker().run(_set_threads, a.worker_threads)
-            self._engine = EmbeddedEngine(EngineSettings(model=self.model_dir, device=a.device, max_batch_size=16,
+            self._engine = EmbeddedEngine(EngineSettings(model=self.base_spec, device=a.device, max_batch_size=16,
                                                          max_running=64, max_queue=1024,
                                                          threads=a.worker_threads), self.settings.model_cache)
             self._engine.warm_up()

@@ -3,3 +3,5 @@
 from agentstack.cli import serve  # noqa: F401
 from agentstack.cli import index  # noqa: F401
 from agentstack.cli import eval  # noqa: F401
+from agentstack.cli import align  # noqa: F401
+from agentstack.cli import feedback  # noqa: F401
