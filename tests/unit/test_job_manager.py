@@ -1,0 +1,117 @@
+"""The server side of jobs without training: refusing, dead and killed workers, cancel, and the
+promotion of passed candidates (stand-in worker processes and a recording deployer)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pytest
+
+from agentstack.errors import ConflictError
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def manager(settings):
+    from agentstack.alignment.manager import JobManager
+    from agentstack.audit import AuditLog
+    from agentstack.db import open_db
+
+    db = open_db(settings)
+    m = JobManager(settings, db, AuditLog(db))
+    yield m
+    db.close()
+
+
+def stand_in(job_id: str, code: str) -> subprocess.Popen:
+    """A process whose command line looks like the job's worker."""
+    return subprocess.Popen([sys.executable, "-c", code, "agentstack.alignment.worker", job_id],
+                            start_new_session=True)
+
+
+def wait_until(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_too_little_data_is_refused_before_any_worker_starts(manager):
+    from agentstack.alignment.preferences import InsufficientDataError
+    from agentstack.alignment.spec import JobSpec
+
+    with pytest.raises(InsufficientDataError, match="needs at least 50 training pairs"):
+        manager.submit(JobSpec(), key_id="op1")
+    assert manager.jobs.list() == []
+
+
+def test_killed_worker_marks_the_job_failed_and_one_job_at_a_time(manager):
+    from agentstack.alignment.spec import JobSpec
+
+    job = manager.jobs.create(method="dpo", spec=JobSpec().model_dump(mode="json"), created_by="op1")
+    proc = stand_in(job.id, "import os, signal, time; time.sleep(0.3); os.kill(os.getpid(), signal.SIGKILL)")
+    manager._procs[job.id] = proc
+    manager.jobs.update(job.id, pid=proc.pid, status="running", stage="training")
+    with pytest.raises(ConflictError, match="one job runs at a time"):
+        manager.submit(JobSpec(), key_id="op1")
+    assert wait_until(lambda: proc.poll() is not None)
+    assert manager.check() == [job.id]
+    failed = manager.jobs.get(job.id)
+    assert failed.status == "failed" and "signal 9" in failed.error and "training" in failed.error
+
+
+def test_a_worker_lost_across_a_restart_is_failed(manager):
+    job = manager.jobs.create(method="dpo", spec={}, created_by="op1")
+    proc = stand_in(job.id, "pass")
+    proc.wait()
+    manager.jobs.update(job.id, pid=proc.pid, status="running")  # no Popen: as after a restart
+    manager.check()
+    assert "worker lost" in manager.jobs.get(job.id).error
+
+
+def test_cancel_stops_the_worker_group(manager):
+    job = manager.jobs.create(method="dpo", spec={}, created_by="op1")
+    proc = stand_in(job.id, "import time; time.sleep(60)")
+    manager._procs[job.id] = proc
+    manager.jobs.update(job.id, pid=proc.pid, status="running")
+    assert wait_until(lambda: "agentstack.alignment.worker" in open(f"/proc/{proc.pid}/cmdline").read())
+    assert manager.cancel(job.id).status == "cancelling"
+    assert wait_until(lambda: proc.poll() is not None)
+    manager.check()
+    cancelled = manager.jobs.get(job.id)
+    assert cancelled.status == "cancelled" and cancelled.finished_at
+    with pytest.raises(ConflictError, match="already cancelled"):
+        manager.cancel(job.id)
+
+
+class Deployer:
+    def __init__(self):
+        self.promoted = []
+
+    async def promote(self, version, **kwargs):
+        self.promoted.append((version, kwargs))
+        return {"active": version, "previous": "base", "changed": True}
+
+
+def test_passed_candidates_are_promoted_once_and_audited(manager):
+    manager.deployer = Deployer()
+    specs = {"pass": {"promote": True}, "reject": {"promote": True}, "manual": {"promote": False}}
+    ids = {}
+    for name, spec in specs.items():
+        job = manager.jobs.create(method="dpo", spec=spec, created_by="op1")
+        manager.jobs.update(job.id, status="succeeded", version=f"v-{name}",
+                            gate={"passed": name != "reject", "summary": "..."})
+        ids[name] = job.id
+    asyncio.run(manager.promote_passed())
+    asyncio.run(manager.promote_passed())  # nothing twice
+    assert [v for v, _ in manager.deployer.promoted] == ["v-pass"]
+    status = {name: manager.jobs.get(i).promotion["status"] for name, i in ids.items()}
+    assert status == {"pass": "promoted", "reject": "rejected_by_gate", "manual": "not_requested"}
+    audit = manager.audit.list(action="model.promote")
+    assert audit[0]["key_id"] == "op1" and audit[0]["detail"]["auto"] is True
