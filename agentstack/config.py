@@ -266,6 +266,8 @@ class OrchestrationSettings(BaseModel):
     summarize_history: bool = Field(default=False, description="Summarise dropped turns with the model "
                                     "(else they are dropped).")
     rewrite_queries: bool = Field(default=True, description="RAG: rewrite follow-up questions with the history.")
+    require_citation: bool = Field(default=True, description="RAG: constrain answers to cite at least one source "
+                                   "(engines with structured output; vLLM needs the guidance backend).")
     react_step_tokens: int = Field(default=160, ge=16, description="ReAct: most tokens per step.")
     temperature: float = Field(default=0.3, ge=0.0, le=2.0, description="/v1/chat and Agent: temperature when "
                                "a request sets none.")

@@ -91,6 +91,7 @@ class DoneEvent:
     prompt_template_version: str
     finish_reason: str | None
     guard: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # ms per phase (retrieve, assemble, generate)
     type: str = "done"
 
 

@@ -117,7 +117,8 @@ class Orchestrators:
                          model_version=gen.model_version, rendered_prompt=gen.rendered_prompt,
                          messages=state["messages"], prompt_template_version=template,
                          finish_reason=gen.finish_reason,
-                         guard={**state.get("guard", {}), "abstained": bool(state.get("abstained"))})
+                         guard={**state.get("guard", {}), "abstained": bool(state.get("abstained"))},
+                         timings={**state.get("timings", {}), "generate_ms": round(gen.seconds * 1000, 1)})
 
     async def complete(self, request: AgentRequest) -> DoneEvent:
         done = None
