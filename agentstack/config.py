@@ -82,6 +82,8 @@ class AuthSettings(BaseModel):
                                "to loopback and every local caller is treated as an operator.")
     session_secret: SecretStr | None = Field(default=None, description="Secret signing web session cookies; "
                                              "random per process when unset.")
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="How long a web session lasts "
+                                 "after sign-in; the browser must then sign in again with its key.")
 
 
 class EngineSettings(BaseModel):

@@ -60,6 +60,12 @@ class KeyStore:
         key = self._by_digest.get(hashlib.sha256(token.encode()).hexdigest())
         if key is None:
             raise AuthError("invalid API key", fix="check the key, or ask an operator for one")
+        return self.principal_for(key, user)
+
+    def principal_for(self, key: ApiKey, user_id: str | None) -> Principal:
+        """The principal of a key already identified (by its secret, or by a web session),
+        rate-limited like any call with that key."""
+        user = self._user(user_id)
         self._rate_limit(key)
         return Principal(key.id, key.role, user, tuple(key.indexes) if key.indexes is not None else None)
 
