@@ -128,7 +128,7 @@ class Deployer:
 
     async def _evict(self, keep: set[str]) -> list[str]:
         limit = self.settings.alignment.max_loaded_versions
-        loaded = [v for v in self.router.versions() if v != self.base]
+        loaded = [v for v in self.router.versions() if v != self.base and self.registry.exists(v)]
         excess = len(loaded) + 1 - limit
         victims = sorted((v for v in loaded if v not in keep), key=lambda v: self._loaded_at.get(v, 0.0))
         evicted = []

@@ -218,7 +218,8 @@ def finish(trainer: Any, config: TrainConfig, before: dict[str, Any], started: f
     logs = [h for h in trainer.state.log_history if "loss" in h]
     summary = {"steps": trainer.state.global_step, "train_seconds": round(time.time() - started, 2),
                "final": logs[-1] if logs else {}, "parameters": change, "adapter": str(path),
-               "world_size": trainer.accelerator.num_processes, **(extra or {})}
+               "world_size": trainer.accelerator.num_processes,
+               "backend": getattr(trainer.accelerator.state, "backend", None), **(extra or {})}
     if trainer.accelerator.is_main_process:
         Path(config.output_dir, SUMMARY).write_text(json.dumps(summary, indent=2, default=str), "utf-8")
     log.info("trained %d steps in %.1f s; %d/%d trainable tensors changed", summary["steps"],
