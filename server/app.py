@@ -24,6 +24,7 @@ from agentstack.errors import ConfigError
 from server import errors
 from server.middleware import BodyLimit, RequestContext
 from server.services import Services
+from server.sessions import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ ROUTERS = [
     "server.routes.feedback",
     "server.routes.alignment",
     "server.routes.admin",
+    "server.routes.evaluation",
+    "server.routes.session",
+    "server.routes.web",
 ]
 
 
@@ -69,6 +73,7 @@ def create_app(settings: Settings | None = None, *, engine: ChatEngine | None = 
                               "Authenticate with `Authorization: Bearer <key>`; name your end user with "
                               "`X-User-Id`.")
     errors.install(app)
+    app.state.sessions = SessionStore(settings.auth)  # web sign-in; server/deps.py reads it
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(RequestContext, registry=registry)
     if settings.server.cors_origins:

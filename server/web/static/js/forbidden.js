@@ -1,0 +1,3 @@
+import { signOut } from "./api.js";
+
+document.getElementById("sign-out").addEventListener("click", () => signOut());
