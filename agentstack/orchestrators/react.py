@@ -39,25 +39,28 @@ STEP_RE = re.compile(r"Thought:\s*(?P<thought>.*?)\s*(?:\n|$)\s*(?:Action:\s*(?P
                      r"Action Input:\s*(?P<input>.*)|Final Answer:\s*(?P<final>[\s\S]*))", re.IGNORECASE)
 
 
-def step_grammar(tools: dict[str, Tool], final_only: bool = False) -> str:
+def step_grammar(tools: dict[str, Tool], final_only: bool = False, answer_tokens: int = 256) -> str:
     """A Lark grammar (llguidance dialect) for one step with exactly these tools, each input held
-    to the tool's grammar or pattern; ``final_only`` allows only a final answer."""
-    alternatives = ['"Final Answer: " ANSWER']
-    rules: list[str] = []
-    terminals = ["THOUGHT: /[^\\n]{1,300}/", "ANSWER: /(.|\\n){1,1500}/", "INPUT: /[^\\n]{1,300}/"]
+    to the tool's grammar or pattern and every free-text part to a token budget (a small model
+    otherwise loops inside a field until the step runs out of tokens); ``final_only`` allows only
+    a final answer."""
+    alternatives = ['"Final Answer: " answer']
+    rules = ["thought[max_tokens=60]: THOUGHT", f"answer[max_tokens={answer_tokens}]: ANSWER",
+             "text_input[max_tokens=40]: INPUT"]
+    terminals = ["THOUGHT: /[^\\n]{1,300}/", "ANSWER: /(.|\\n){1,2000}/", "INPUT: /[^\\n]{1,300}/"]
     if not final_only:
         for i, (name, tool) in enumerate(tools.items()):
-            symbol = "INPUT"
-            if tool.input_grammar:
+            symbol = "text_input"
+            if tool.input_grammar:  # bounded by its own structure (token limits apply to terminals only)
                 symbol, lark = tool.input_grammar
-                if lark.strip() not in rules:
-                    rules.append(lark.strip())
+                rules.append(lark.strip())
             elif tool.input_pattern:
-                symbol = f"INPUT{i}"
-                terminals.append(f"{symbol}: /{tool.input_pattern}/")
+                symbol = f"input_{i}"
+                rules.append(f"{symbol}[max_tokens=40]: INPUT{i}")
+                terminals.append(f"INPUT{i}: /{tool.input_pattern}/")
             alternatives.append(f'"Action: {name}\\nAction Input: " {symbol}')
     body = "\n    | ".join(alternatives)
-    return ('start: "Thought: " THOUGHT "\\n" step\nstep: ' + body + "\n" + "\n".join(rules + terminals) + "\n")
+    return 'start: "Thought: " thought "\\n" step\nstep: ' + body + "\n" + "\n".join(rules + terminals) + "\n"
 
 
 def parse_step(text: str) -> tuple[str, str, str] | None:
@@ -116,10 +119,11 @@ class ReactOrchestrator:
         writer = get_stream_writer()
         request = state["request"]
         last_step = len(state["steps"]) >= self.deps.tool_policy.max_steps - 1  # the last step must answer
-        grammar = step_grammar(state["tools"], final_only=state.get("force_final", False) or last_step)
+        grammar = step_grammar(state["tools"], final_only=state.get("force_final", False) or last_step,
+                               answer_tokens=request.params.max_tokens or 256)
         structured = StructuredOutput(kind="grammar", value=grammar) if request.structured else None
         params = request.params.model_copy(update={
-            "max_tokens": request.params.max_tokens or self.deps.settings.react_step_tokens, "n": 1,
+            "max_tokens": max(request.params.max_tokens or 0, self.deps.settings.react_step_tokens), "n": 1,
             "stop": [*request.params.stop, "\nObservation:"]})
         final_stream = _FinalAnswerStream(self.deps.guard(system_prompt=system_text(state["messages"])), writer)
         gen = await generate(self.deps.engine, state["messages"], state["model"], params, structured=structured,

@@ -146,12 +146,15 @@ def calculate(expression: str) -> str:
     return f"{value:.10g}" if isinstance(value, float) else str(value)
 
 
-# The calculator's input is an arithmetic expression by construction: under structured decoding a
-# model cannot append "= 1025" or prose to it.
+# The calculator's input is an arithmetic expression by construction, and a bounded one (at most
+# four terms of three factors, one level of parentheses): under structured decoding a model can
+# neither append "= 1025" or prose to it nor loop on "+ 17772 + 17772 …".
 CALCULATOR_GRAMMAR = ("calc_expr", r"""
-calc_expr: calc_term (CALC_ADD calc_term)*
-calc_term: calc_factor (CALC_MUL calc_factor)*
-calc_factor: CALC_NEG? (CALC_NUM | CALC_FN? "(" calc_expr ")")
+calc_expr: calc_term (CALC_ADD calc_term)? (CALC_ADD calc_term)? (CALC_ADD calc_term)?
+calc_term: calc_factor (CALC_MUL calc_factor)? (CALC_MUL calc_factor)?
+calc_factor: CALC_NEG? (CALC_NUM | CALC_FN? "(" calc_inner ")")
+calc_inner: calc_iterm (CALC_ADD calc_iterm)? (CALC_ADD calc_iterm)?
+calc_iterm: CALC_NEG? CALC_NUM (CALC_MUL CALC_NEG? CALC_NUM)?
 CALC_ADD: / ?[+-] ?/
 CALC_MUL: / ?(\*\*|\*|\/\/|\/|%|\^) ?/
 CALC_NEG: /-/
