@@ -55,6 +55,7 @@ class AgentRequest:
     mode: Mode = "plain"
     index: str | None = None
     top_k: int | None = None
+    filters: dict[str, Any] | None = None  # metadata filters on retrieval (see docs/ingestion.md)
     params: SamplingParams = field(default_factory=SamplingParams)
     tools: list[str] | None = None  # narrows the deployment's allowlist
     structured: bool = True  # ReAct: constrain every step with a grammar

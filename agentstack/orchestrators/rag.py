@@ -111,7 +111,7 @@ class RagOrchestrator:
         request = state["request"]
         index = self.deps.open_index(request.index)
         retriever = index.as_retriever(k=request.top_k or self.deps.settings.top_k,
-                                       mode=self.deps.settings.search_mode)
+                                       mode=self.deps.settings.search_mode, filters=request.filters)
         started = time.perf_counter()
         docs = await retriever.ainvoke(state["query"])
         return {"hits": docs, "timings": {**state.get("timings", {}), "retrieve_ms": _ms(started)}}

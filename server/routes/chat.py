@@ -71,6 +71,7 @@ class AppChatRequest(BaseModel):
     mode: Literal["plain", "rag", "react"] = "plain"
     index: str | None = None
     top_k: int | None = Field(default=None, description="Chunks to retrieve (rag, and react's search tool).")
+    filters: dict[str, Any] | None = Field(default=None, description="Metadata filters on retrieval (rag).")
     tools: list[str] | None = Field(default=None, description="Narrow the allowed tools (react).")
     structured: bool = Field(default=True, description="React: constrain each step with a grammar.")
     model: str | None = Field(default=None, description="A model version; default: the active one.")
@@ -97,6 +98,7 @@ def store_agent_response(svc: Services, principal: Principal, *, response_id: st
         user_id=principal.user_id, endpoint=endpoint, mode=request.mode, model=request.model or svc.router.alias,
         model_version=done.model_version, messages=request.messages,
         params={**request.params.model_dump(exclude_defaults=True), "index": request.index, "top_k": request.top_k,
+                "filters": request.filters,
                 "tools": request.tools, "structured": request.structured, "prompt_messages": done.messages},
         answer=done.answer, rendered_prompt=done.rendered_prompt, finish_reason=done.finish_reason,
         prompt_template_version=done.prompt_template_version, sources=[s.public() for s in done.sources],
@@ -180,6 +182,7 @@ async def chat(body: AppChatRequest, http: Request, user: AppUser, svc: Svc):
         history, conversation_id = [], None
     new = [{"role": "user", "content": body.message}] if body.message is not None else list(body.messages or [])
     request = AgentRequest(messages=history + new, mode=body.mode, index=body.index, top_k=body.top_k,
+                           filters=body.filters,
                            params=body.params.sampling(svc.settings.orchestration), tools=body.tools,
                            structured=body.structured,
                            model=body.model)
@@ -205,7 +208,8 @@ async def regenerate(response_id: str, http: Request, user: AppUser, svc: Svc, b
     sampling = body.params.sampling(svc.settings.orchestration) if body.params else SamplingParams(
         **{k: v for k, v in params.items() if k in SamplingParams.model_fields})
     request = AgentRequest(messages=original.messages, mode=original.mode, index=params.get("index"),
-                           top_k=params.get("top_k"), params=sampling, tools=params.get("tools"),
+                           top_k=params.get("top_k"), filters=params.get("filters"), params=sampling,
+                           tools=params.get("tools"),
                            structured=params.get("structured", True), model=None)
     return await _answer(svc, user, request, conversation_id=original.conversation_id,
                          parent_id=original.parent_id or original.id, turn=original.turn or 0, stream=body.stream,
