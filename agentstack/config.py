@@ -107,7 +107,10 @@ class EngineSettings(BaseModel):
     default_max_tokens: int = Field(default=256, ge=1, description="max_tokens when a request sets none.")
     max_tokens_limit: int = Field(default=2048, ge=1, description="Largest max_tokens a request may ask for.")
     max_n: int = Field(default=8, ge=1, description="Largest `n` (choices per request).")
-    base_url: str = Field(default="http://127.0.0.1:8001/v1", description="openai engine: server base URL.")
+    base_url: str = Field(default="http://127.0.0.1:8001/v1", description="openai engine: server base URL (one "
+                          "vLLM, or a load balancer in front of several).")
+    replica_urls: list[str] = Field(default_factory=list, description="openai engine: base URLs of every vLLM "
+                                    "replica behind base_url; LoRA load/unload is sent to each of them.")
     api_key: SecretStr | None = Field(default=None, description="openai engine: key sent to the server.")
     timeout_s: float = Field(default=120.0, gt=0, description="openai engine: per-request timeout.")
     max_retries: int = Field(default=2, ge=0, le=10, description="openai engine: retries on connection errors.")

@@ -252,12 +252,16 @@ class OpenAIEngine:
 
     # -- adapters ---------------------------------------------------------------------------------
     async def _post(self, path: str, payload: dict[str, Any]) -> None:
-        try:
-            response = await self._http_client().post(f"{self.base_url}/{path}", json=payload,
-                                                      headers=self._headers())
-        except httpx.HTTPError as exc:
-            raise self._unavailable(exc) from exc
-        self._raise_for(response)
+        """POST to every replica (or the one server): an adapter must be loaded on each of them
+        before the alias may point at it."""
+        urls = [u.rstrip("/") for u in self.settings.replica_urls] or [self.base_url]
+        for url in urls:
+            try:
+                response = await self._http_client().post(f"{url}/{path}", json=payload, headers=self._headers())
+            except httpx.HTTPError as exc:
+                raise EngineUnavailableError(f"cannot reach the model server at {url} ({type(exc).__name__})",
+                                             fix="check AGENTSTACK_ENGINE__REPLICA_URLS") from exc
+            self._raise_for(response)
         await self.refresh_models()
 
     async def load_adapter(self, name: str, path: Path) -> None:

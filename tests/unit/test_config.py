@@ -68,3 +68,12 @@ def test_every_field_is_documented():
     assert len(rows) > 30
     undocumented = [env for env, _, _, doc in rows if not doc]
     assert undocumented == []
+
+
+def test_configuration_doc_is_current():
+    from pathlib import Path
+
+    from agentstack.cli.config_cmd import markdown
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    assert doc.read_text() == markdown(), "regenerate: agentstack config --markdown > docs/configuration.md"
