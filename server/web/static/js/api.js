@@ -140,7 +140,10 @@ function parseEvent(block) {
 
 export async function signOut() {
   try {
+    if (!csrfToken) await loadSession();
     await api("DELETE", "/v1/session");
+  } catch {
+    // the cookie may already be invalid: the sign-in page is the right place either way
   } finally {
     csrfToken = null;
     current = null;

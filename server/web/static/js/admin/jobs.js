@@ -13,6 +13,7 @@ let visible = false;
 
 export function init() {
   $("#job-form").addEventListener("submit", start);
+  $("#jobs-refresh").addEventListener("click", refresh);
 }
 
 export async function show() {
