@@ -11,6 +11,9 @@ from tests.conftest import APP_KEY, OPERATOR_KEY
 pytestmark = pytest.mark.integration
 
 PUBLIC, APP, OPERATOR = "public", "app", "operator"
+# Web pages: without a valid session or key they redirect to /login (303); an app key asking for an
+# operator page gets a 403 page (HTML, not JSON).
+PAGE_APP, PAGE_OPERATOR = "page:app", "page:operator"
 
 ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): PUBLIC,
@@ -35,13 +38,37 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/admin/models/rollback"): OPERATOR,
     ("GET", "/v1/admin/audit"): OPERATOR,
     ("DELETE", "/v1/admin/users/{user_id}/data"): OPERATOR,
+    ("GET", "/v1/indexes"): APP,
+    ("POST", "/v1/indexes/{name}/search"): APP,
+    ("GET", "/v1/indexes/{name}/documents"): APP,
+    ("POST", "/v1/indexes/{name}/documents"): OPERATOR,
+    ("DELETE", "/v1/indexes/{name}/documents/{ref}"): OPERATOR,
+    ("GET", "/v1/indexes/{name}/stats"): OPERATOR,
+    ("GET", "/v1/indexes/{name}/verify"): OPERATOR,
+    ("POST", "/v1/indexes/{name}/rebuild"): OPERATOR,
+    ("POST", "/v1/chat"): APP,
+    ("POST", "/v1/chat/{response_id}/regenerate"): APP,
+    ("GET", "/v1/conversations"): APP,
+    ("GET", "/v1/conversations/{conversation_id}"): APP,
+    ("DELETE", "/v1/conversations/{conversation_id}"): APP,
+    ("GET", "/v1/admin/eval/reports"): OPERATOR,
+    ("GET", "/v1/admin/eval/reports/{run_id}"): OPERATOR,
+    ("GET", "/v1/admin/eval/reports/{run_id}/html"): OPERATOR,
+    ("POST", "/v1/session"): PUBLIC,
+    ("GET", "/v1/session"): APP,
+    ("DELETE", "/v1/session"): PUBLIC,
+    ("GET", "/"): PAGE_APP,
+    ("GET", "/admin"): PAGE_OPERATOR,
+    ("GET", "/login"): PUBLIC,
+    ("GET", "/static/{path}"): PUBLIC,
 }
 
 IGNORED = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
 
 PLACEHOLDERS = {"{model_id}": "agentstack", "{job_id}": "job-none", "{version}": "v999-none",
-                "{user_id}": "nobody"}
+                "{user_id}": "nobody", "{name}": "no-such-index", "{ref}": "doc-none", "{response_id}": "resp-none",
+                "{conversation_id}": "conv-none", "{run_id}": "run-none", "{path}": "app.css"}
 
 
 def _concrete(path: str) -> str:
@@ -79,6 +106,9 @@ def test_role_matrix(server, method, path):
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         response = httpx.request(method, url, headers=headers, json={} if method == "POST" else None, timeout=60)
         status = response.status_code
+        if role in (PAGE_APP, PAGE_OPERATOR):
+            _check_page(role, who, response)
+            continue
         if role == PUBLIC:
             expected_denial = None
         elif who in ("none", "wrong"):
@@ -93,6 +123,17 @@ def test_role_matrix(server, method, path):
             assert status == expected_denial, (who, status, response.text)
             assert response.json()["error"]["type"] in ("authentication_error", "permission_error")
         assert response.headers["x-request-id"]
+
+
+def _check_page(role: str, who: str, response: httpx.Response) -> None:
+    status = response.status_code
+    if who in ("none", "wrong"):
+        assert status == 303 and response.headers["location"].startswith("/login?next="), (who, status)
+    elif role == PAGE_OPERATOR and who == "app":
+        assert status == 403 and response.headers["content-type"].startswith("text/html"), (who, status)
+    else:
+        assert status == 200 and response.headers["content-type"].startswith("text/html"), (who, status)
+    assert response.headers["x-request-id"] and response.headers["cache-control"] == "no-store"
 
 
 def test_no_keys_means_loopback_only():
