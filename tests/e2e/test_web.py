@@ -4,6 +4,7 @@ index. Screenshots go to tests/artifacts/ (not in git)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -173,6 +174,26 @@ def test_regenerate_adds_a_sibling_answer(server, page):
     page.get_by_role("button", name="Previous answer").click()
     assert page.locator(ANSWER).last.get_attribute("data-response-id") == first
     page.get_by_text("Answer 1 of 2").wait_for()
+
+
+def test_errors_are_shown_in_plain_words(server, page):
+    sign_in(page, server, APP_KEY, user="e2e-errors")
+    busy = {"error": {"message": "the engine queue is full", "type": "rate_limit_error", "code": "overloaded",
+                      "param": None}, "request_id": "req-1"}
+    page.route("**/v1/chat", lambda route: route.fulfill(status=429, headers={"Retry-After": "3"},
+                                                         content_type="application/json", body=json.dumps(busy)))
+    page.fill("#message", "Hello?")
+    page.keyboard.press("Enter")
+    error = page.get_by_role("alert")
+    error.get_by_text("The model is busy, try again (in about 3 s).").wait_for()
+    assert page.input_value("#message") == "Hello?"  # kept for the retry
+    page.unroute("**/v1/chat")
+    failed = {"error": {"message": "generation failed", "type": "server_error", "code": "agentstack_error",
+                        "param": None, "status": 500}}
+    stream = 'event: token\ndata: {"text": "Hel"}\n\nevent: error\ndata: ' + json.dumps(failed) + "\n\n"
+    page.route("**/v1/chat", lambda route: route.fulfill(status=200, content_type="text/event-stream", body=stream))
+    page.keyboard.press("Enter")
+    error.get_by_text("Something went wrong on the server. Try again.").wait_for()
 
 
 def test_an_app_session_cannot_open_the_console(server, page):
