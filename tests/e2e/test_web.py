@@ -196,6 +196,52 @@ def test_errors_are_shown_in_plain_words(server, page):
     error.get_by_text("Something went wrong on the server. Try again.").wait_for()
 
 
+def test_react_steps_render_collapsed_under_the_answer(server, page):
+    """Rendering only: a scripted stream in the shape /v1/chat sends for react (no model run)."""
+    sign_in(page, server, APP_KEY, user="e2e-react")
+    steps = [{"n": 1, "thought": "I should compute it.", "action": "calculator", "action_input": "6*7",
+              "observation": "42 <script>window.__xss=1</script>", "error": None, "latency_ms": 5.0},
+             {"n": 2, "thought": "I know the answer.", "action": "final_answer", "action_input": "42",
+              "observation": "", "error": None, "latency_ms": 3.0}]
+    done = {"id": "resp-scripted", "conversation_id": "conv-scripted", "parent_id": None, "turn": 1, "mode": "react",
+            "answer": "It is 42.", "sources": [], "trace": steps, "model_version": "SmolLM2-135M-Instruct",
+            "finish_reason": "stop", "usage": {}, "created_at": time.time()}
+    body = "".join(f"event: step\ndata: {json.dumps(s)}\n\n" for s in steps)
+    body += 'event: token\ndata: {"text": "It is 42."}\n\n' + f"event: done\ndata: {json.dumps(done)}\n\n"
+    page.route("**/v1/chat", lambda route: route.fulfill(status=200, content_type="text/event-stream", body=body))
+    page.keyboard.press("Alt+3")
+    ask(page, "What is 6 times 7?")
+    answer = page.locator(ANSWER).last
+    details = answer.locator("details.steps")
+    assert details.get_attribute("open") is None and "ReAct steps (2)" in details.locator("summary").inner_text()
+    details.locator("summary").click()
+    assert details.locator("li").first.get_by_text("calculator(6*7)").is_visible()
+    assert "<script>" in details.locator("li").first.inner_text() and page.evaluate("window.__xss") is None
+
+
+def test_an_operator_manages_an_index(server, page, tmp_path):
+    sign_in(page, server, OPERATOR_KEY, next_page="/admin")
+    page.get_by_role("link", name="Indexes").click()
+    page.get_by_role("heading", name="Documents (2)").wait_for()
+    note = tmp_path / "rome.md"
+    note.write_text("# Rome\n\nRome is the capital of Italy.\n")
+    page.set_input_files("#ix-files", str(note))
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_role("heading", name="Documents (3)").wait_for()
+    assert server.app.state.services.indexes.open("facts").documents()[1] == 3
+    page.get_by_role("button", name="Delete Rome").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_role("button", name="Delete").click()
+    page.get_by_role("heading", name="Documents (2)").wait_for()
+    assert server.app.state.services.indexes.open("facts").documents()[1] == 2
+    page.get_by_role("link", name="Evaluation reports").click()
+    page.get_by_text("No evaluation report yet.").wait_for()
+    page.get_by_role("link", name="Audit log").click()
+    page.get_by_role("cell", name="index.delete_document").first.wait_for()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console-audit.png"), full_page=True)
+
+
 def test_an_app_session_cannot_open_the_console(server, page):
     sign_in(page, server, APP_KEY, next_page="/admin")
     assert page.url == f"{server.url}/"  # an app key is sent to the chat instead
