@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from agentstack.cli.client import ApiClient, ApiError
+from agentstack.cli.client import ApiClient, ApiError, user_lines
 
 
 def chat_app_api(client: ApiClient, *, mode: str, index: str | None, temperature: float, max_tokens: int) -> None:
@@ -19,16 +19,7 @@ def chat_app_api(client: ApiClient, *, mode: str, index: str | None, temperature
     err = Console(stderr=True)
     conversation: str | None = None
     typer.echo(f"chatting in {mode} mode{f' over index {index}' if index else ''} at {client.url} (Ctrl-D to quit)")
-    while True:
-        try:
-            line = input("you> ").strip()
-        except (EOFError, KeyboardInterrupt):
-            typer.echo("")
-            return
-        if not line:
-            continue
-        if line in ("/exit", "/quit"):
-            return
+    for line in user_lines():
         payload = {"message": line, "mode": mode, "index": index, "conversation_id": conversation, "stream": True,
                    "params": {"temperature": temperature, "max_tokens": max_tokens}}
         sources: list[dict] = []

@@ -82,6 +82,20 @@ class ApiClient:
             raise ApiError(0, f"cannot reach agentstack at {self.url}: start it with `make serve`") from None
 
 
+def user_lines(prompt: str = "you> ") -> Iterator[str]:
+    """Non-empty lines typed by the user, until Ctrl-D, Ctrl-C, /exit or /quit."""
+    while True:
+        try:
+            line = input(prompt).strip()
+        except (EOFError, KeyboardInterrupt):
+            typer.echo("")
+            return
+        if line in ("/exit", "/quit"):
+            return
+        if line:
+            yield line
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print an error line to stderr and return the Exit to raise."""
     typer.echo(f"error: {message}", err=True)

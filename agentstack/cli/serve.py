@@ -9,7 +9,7 @@ import sys
 import typer
 
 from agentstack.cli.app import app
-from agentstack.cli.client import ApiClient, ApiError, fail
+from agentstack.cli.client import ApiClient, ApiError, fail, user_lines
 from agentstack.config import load_settings
 from agentstack.errors import AgentstackError
 
@@ -79,16 +79,7 @@ def chat(url: str = typer.Option(None, help="Server URL."), key: str = typer.Opt
     messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     model = model or settings.engine.served_model_name
     typer.echo(f"chatting with {model} at {client.url} (Ctrl-D to quit)")
-    while True:
-        try:
-            line = input("you> ").strip()
-        except (EOFError, KeyboardInterrupt):
-            typer.echo("")
-            return
-        if not line:
-            continue
-        if line in ("/exit", "/quit"):
-            return
+    for line in user_lines():
         messages.append({"role": "user", "content": line})
         payload = {"model": model, "messages": messages, "stream": True, "temperature": temperature,
                    "max_tokens": max_tokens}
