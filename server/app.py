@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, *, engine: ChatEngine | None = 
                               "Authenticate with `Authorization: Bearer <key>`; name your end user with "
                               "`X-User-Id`.")
     errors.install(app)
-    app.state.sessions = SessionStore(settings.auth)  # web sign-in; server/deps.py reads it
+    app.state.sessions = SessionStore(settings.auth, trusted_origins=settings.server.cors_origins)  # web sign-in
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(RequestContext, registry=registry)
     if settings.server.cors_origins:

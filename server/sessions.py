@@ -14,7 +14,8 @@ authenticated by the cookie must carry ``X-CSRF-Token``: an HMAC of the session 
 separate derived key, handed to the page by ``GET /v1/session`` (a signed double-submit token:
 an attacker's page can neither read it nor compute it). Requests whose ``Origin`` is another
 site, or whose ``Sec-Fetch-Site`` says ``cross-site``, are refused whenever they are not
-authenticated by a bearer token (including the no-keys local mode, which has no cookie).
+authenticated by a bearer token (including the no-keys local mode, which has no cookie), unless
+the origin is listed in ``server.cors_origins``.
 
 This module knows nothing about pages or routes; ``server/deps.py`` calls :meth:`principal`.
 """
@@ -72,13 +73,16 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def same_origin(request: Request) -> bool:
-    """False when the browser says the request comes from another site. Clients that send neither
-    ``Origin`` nor ``Sec-Fetch-Site`` (the CLI, SDKs) are not browsers and pass."""
+def same_origin(request: Request, trusted: frozenset[str] = frozenset()) -> bool:
+    """False when the browser says the request comes from another site, unless its ``Origin`` is
+    one the operator trusts (``server.cors_origins``). Clients that send neither ``Origin`` nor
+    ``Sec-Fetch-Site`` (the CLI, SDKs) are not browsers and pass."""
+    origin = request.headers.get("origin")
+    if origin is not None and (origin in trusted or "*" in trusted):
+        return True
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         return False
-    origin = request.headers.get("origin")
     if origin is None:
         return True
     if origin == "null":
@@ -87,12 +91,14 @@ def same_origin(request: Request) -> bool:
 
 
 class SessionStore:
-    def __init__(self, settings: AuthSettings, *, now: Any = time.time):
+    def __init__(self, settings: AuthSettings, *, trusted_origins: list[str] | tuple[str, ...] = (),
+                 now: Any = time.time):
         secret = settings.session_secret.get_secret_value().encode() if settings.session_secret else \
             secrets.token_bytes(32)
         self._sign_key = hmac.new(secret, b"agentstack session v1", hashlib.sha256).digest()
         self._csrf_key = hmac.new(secret, b"agentstack csrf v1", hashlib.sha256).digest()
         self.max_age = int(settings.session_hours * 3600)
+        self.trusted_origins = frozenset(o.rstrip("/") for o in trusted_origins)
         self._now = now
         self._revoked: dict[str, int] = {}  # session id -> its expiry
         self._lock = threading.Lock()
@@ -156,8 +162,9 @@ class SessionStore:
         without its CSRF token. Safe methods pass."""
         if request.method in SAFE_METHODS:
             return
-        if not same_origin(request):
-            raise CsrfError("cross-site request refused", fix="use the page served by this server")
+        if not same_origin(request, self.trusted_origins):
+            raise CsrfError("cross-site request refused", fix="use the page served by this server, or add the "
+                            "calling site to server.cors_origins")
         if session is None:
             return
         given = request.headers.get(CSRF_HEADER) or ""

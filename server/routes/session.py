@@ -49,7 +49,7 @@ def _who(principal: Principal) -> dict[str, Any]:
 
 @router.post("/v1/session", summary="Sign in: exchange an API key for a session cookie (public)")
 async def sign_in(body: SignIn, request: Request, svc: Svc, sessions: Sessions) -> JSONResponse:
-    if not same_origin(request):
+    if not same_origin(request, sessions.trusted_origins):
         raise CsrfError("cross-site sign-in refused", fix="sign in on this server's own /login page")
     principal = svc.keys.authenticate(body.key, body.user_id)
     if principal.local:

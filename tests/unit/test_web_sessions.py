@@ -35,12 +35,12 @@ class Clock:
         return self.now
 
 
-def make_app(keys=KEYS, clock=None, secret="s" * 32) -> FastAPI:
+def make_app(keys=KEYS, clock=None, secret="s" * 32, trusted=()) -> FastAPI:
     auth = AuthSettings(keys=keys, session_secret=secret, session_hours=1)
     app = FastAPI()
     errors.install(app)
     app.state.services = SimpleNamespace(keys=KeyStore(auth))
-    app.state.sessions = SessionStore(auth, now=clock or Clock())
+    app.state.sessions = SessionStore(auth, trusted_origins=trusted, now=clock or Clock())
     probe = APIRouter()
 
     @probe.get("/t/app")
@@ -212,6 +212,13 @@ def test_pages_redirect_to_sign_in_and_keep_app_keys_out_of_the_console():
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
     assert r.headers["x-frame-options"] == "DENY" and r.headers["cache-control"] == "no-store"
     assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_origins_trusted_for_cors_may_write():
+    client = TestClient(make_app(keys=[], trusted=["https://tools.example"]))
+    headers = {"Origin": "https://tools.example", "Sec-Fetch-Site": "cross-site"}
+    assert client.post("/t/op", headers=headers).status_code == 200
+    assert client.post("/t/op", headers={**headers, "Origin": "https://evil.example"}).status_code == 403
 
 
 def test_local_mode_needs_no_sign_in_but_refuses_cross_site_writes():
