@@ -180,8 +180,9 @@ class GateSettings(BaseModel):
                           "in nats, on the general prompt set.")
     max_ppl_ratio: float = Field(default=1.25, gt=1.0, description="Largest ratio of the candidate's perplexity to "
                                  "the current model's on the general set's reference answers.")
-    min_win_rate: float = Field(default=0.5, ge=0.0, le=1.0, description="Smallest win rate of the candidate over "
-                                "the current model on held-out feedback prompts (ties count half).")
+    min_win_rate: float = Field(default=0.5, ge=0.0, le=1.0, description="Win rate of the candidate over the "
+                                "current model on held-out feedback prompts (ties count half) below which it is "
+                                "rejected, when the Wilson 95% upper bound is below it (significantly worse).")
     win_rate_scorer: Literal["auto", "reward_model", "judge", "none"] = Field(
         default="auto", description="Who decides each held-out comparison. auto: the round's reward model (RLHF, "
         "or one trained on the round's pairs) if its held-out accuracy reaches min_scorer_accuracy, else a judge "
