@@ -142,7 +142,8 @@ def test_rag_chat_streams_an_answer_with_sources(server, page):
         citations.first.click()
         assert page.evaluate("location.hash") == target and page.locator(target).is_visible()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 1500})  # the composer sticks to the window's bottom
+    page.screenshot(path=str(ARTIFACTS / "chat.png"))
 
 
 def test_thumbs_down_with_a_correction_lands_in_the_feedback_store(server, page):
@@ -196,7 +197,7 @@ def test_errors_are_shown_in_plain_words(server, page):
     error.get_by_text("Something went wrong on the server. Try again.").wait_for()
 
 
-def test_react_steps_render_collapsed_under_the_answer(server, page):
+def test_react_steps_and_citations_render_under_the_answer(server, page):
     """Rendering only: a scripted stream in the shape /v1/chat sends for react (no model run)."""
     sign_in(page, server, APP_KEY, user="e2e-react")
     steps = [{"n": 1, "thought": "I should compute it.", "action": "calculator", "action_input": "6*7",
@@ -204,7 +205,10 @@ def test_react_steps_render_collapsed_under_the_answer(server, page):
              {"n": 2, "thought": "I know the answer.", "action": "final_answer", "action_input": "42",
               "observation": "", "error": None, "latency_ms": 3.0}]
     done = {"id": "resp-scripted", "conversation_id": "conv-scripted", "parent_id": None, "turn": 1, "mode": "react",
-            "answer": "It is 42.", "sources": [], "trace": steps, "model_version": "SmolLM2-135M-Instruct",
+            "answer": "It is 42 [1]. See [the notes](javascript:alert) and [2].",
+            "sources": [{"n": 1, "index": "facts", "chunk_id": 7, "doc_id": "d1", "title": "Arithmetic",
+                         "source": "math.md", "score": 0.9, "snippet": "Six times seven is 42."}],
+            "trace": steps, "model_version": "SmolLM2-135M-Instruct",
             "finish_reason": "stop", "usage": {}, "created_at": time.time()}
     body = "".join(f"event: step\ndata: {json.dumps(s)}\n\n" for s in steps)
     body += 'event: token\ndata: {"text": "It is 42."}\n\n' + f"event: done\ndata: {json.dumps(done)}\n\n"
@@ -217,6 +221,12 @@ def test_react_steps_render_collapsed_under_the_answer(server, page):
     details.locator("summary").click()
     assert details.locator("li").first.get_by_text("calculator(6*7)").is_visible()
     assert "<script>" in details.locator("li").first.inner_text() and page.evaluate("window.__xss") is None
+    cite = answer.locator("a.cite")
+    assert cite.count() == 1 and cite.get_attribute("href") == "#resp-scripted-src-1"  # [2] has no source
+    cite.click()
+    assert page.locator("#resp-scripted-src-1").get_by_text("Six times seven is 42.").is_visible()
+    assert answer.locator(".answer-text a").count() == 1  # the javascript: link stayed text
+    assert "See the notes and [2]." in answer.locator(".answer-text").inner_text()
 
 
 def test_an_operator_manages_an_index(server, page, tmp_path):
