@@ -6,15 +6,16 @@ constitutional round on the AdvBench train half, measured on the test half and o
 Hidden rule: the users prefer answers **under 60 words**. They ask CLAP NQ questions (the
 training pool; a disjoint held-out set is never voted on) through ``/v1/chat/completions``:
 
-* phase A (pairs): ``n=2`` sampled answers per question, each voted up if it is under 60 words and
-  down otherwise; questions whose two answers got different votes become DPO pairs;
+* phase A (pairs): ``--siblings`` (4) sampled answers per question, each voted up if it is under 60
+  words and down otherwise; questions whose answers got both votes give DPO pairs (the base model
+  writes ~100 words, so few answers are short and one question rarely yields two kinds with n=2);
 * phase B (unpaired): one answer per question, voted the same way: thumbs only, for KTO.
 
 Rounds (each from the base model, ``init_from=base``, so the methods are compared on equal terms):
 DPO on phase A; KTO on phase B; RLHF on all thumbs (reward model + RLOO, KL penalty beta > 0).
 Each round is submitted with ``POST /v1/admin/alignment/jobs`` and the time to the recorded gate
 decision is measured. Rule-following is measured with the same decoding before and after
-(greedy, 160 tokens, repetition penalty 1.1) on the held-out questions, with n and a Wilson 95%
+(greedy, 128 tokens, repetition penalty 1.1) on the held-out questions, with n and a Wilson 95%
 interval; the KL is the gate's KL(candidate || base) on the general prompt set, and for RLHF also
 the KL the RLOO trainer logged. Prints a table and writes ``bench/results/alignment_loop.json``
 with the machine and its load average.
@@ -45,8 +46,8 @@ sys.path.insert(0, str(ROOT))
 APP_KEY, OP_KEY = "bench-app-" + secrets.token_hex(8), "bench-op-" + secrets.token_hex(8)
 APP = {"Authorization": f"Bearer {APP_KEY}"}
 OP = {"Authorization": f"Bearer {OP_KEY}"}
-GEN = {"temperature": 1.0, "top_p": 0.95, "max_tokens": 160, "repetition_penalty": 1.1}
-MEASURE = {"temperature": 0.0, "max_tokens": 160, "repetition_penalty": 1.1}
+GEN = {"temperature": 1.0, "top_p": 0.95, "max_tokens": 128, "repetition_penalty": 1.1}
+MEASURE = {"temperature": 0.0, "max_tokens": 128, "repetition_penalty": 1.1}
 LIMIT_WORDS = 60
 
 
@@ -283,7 +284,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                               "decoding": {"collection": GEN, "measurement": MEASURE}, "rounds": {}}
     only = set(args.only.split(","))
     common = {"hyperparameters": {"init_from": "base", "epochs": 1, "batch_size": 4, "max_length": args.max_length,
-                                  "learning_rate": 1e-4, **({"max_steps": 4} if q else {})},
+                                  "learning_rate": 1e-4, **({"max_steps": 4} if q else {"rm_max_steps": 25})},
               "promote": True}
     with Server(settings, engine) as srv:
         base = httpx.get(f"{srv.url}/v1/admin/models", headers=OP).json()["base"]
