@@ -6,16 +6,17 @@ constitutional round on the AdvBench train half, measured on the test half and o
 Hidden rule: the users prefer answers **under 60 words**. They ask CLAP NQ questions (the
 training pool; a disjoint held-out set is never voted on) through ``/v1/chat/completions``:
 
-* phase A (pairs): ``--siblings`` (4) sampled answers per question, each voted up if it is under 60
-  words and down otherwise; questions whose answers got both votes give DPO pairs (the base model
-  writes ~100 words, so few answers are short and one question rarely yields two kinds with n=2);
-* phase B (unpaired): one answer per question, voted the same way: thumbs only, for KTO.
+* ``--siblings`` (4) answers sampled per question (temperature 0.8), each voted up if it is under
+  60 words and down otherwise; questions whose answers got both votes give DPO pairs (the base
+  model writes ~75 words, so with n=2 one question rarely yields both kinds).
 
 Rounds (each from the base model, ``init_from=base``, so the methods are compared on equal terms):
-DPO on phase A; KTO on phase B; RLHF on all thumbs (reward model + RLOO, KL penalty beta > 0).
+DPO on the pairs; KTO on the same votes taken as unpaired thumbs (it never sees which answers were
+siblings); RLHF on the thumbs (reward model + RLOO, KL penalty beta > 0). On a 2-core machine
+shared with other work, sizes are kept small (see ``--help``); the figures say so.
 Each round is submitted with ``POST /v1/admin/alignment/jobs`` and the time to the recorded gate
 decision is measured. Rule-following is measured with the same decoding before and after
-(greedy, 128 tokens, repetition penalty 1.1) on the held-out questions, with n and a Wilson 95%
+(greedy, 96 tokens, repetition penalty 1.1) on the held-out questions, with n and a Wilson 95%
 interval; the KL is the gate's KL(candidate || base) on the general prompt set, and for RLHF also
 the KL the RLOO trainer logged. Prints a table and writes ``bench/results/alignment_loop.json``
 with the machine and its load average.
@@ -46,8 +47,8 @@ sys.path.insert(0, str(ROOT))
 APP_KEY, OP_KEY = "bench-app-" + secrets.token_hex(8), "bench-op-" + secrets.token_hex(8)
 APP = {"Authorization": f"Bearer {APP_KEY}"}
 OP = {"Authorization": f"Bearer {OP_KEY}"}
-GEN = {"temperature": 1.0, "top_p": 0.95, "max_tokens": 128, "repetition_penalty": 1.1}
-MEASURE = {"temperature": 0.0, "max_tokens": 128, "repetition_penalty": 1.1}
+GEN = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 96, "repetition_penalty": 1.1}
+MEASURE = {"temperature": 0.0, "max_tokens": 96, "repetition_penalty": 1.1}
 LIMIT_WORDS = 60
 
 
@@ -183,7 +184,7 @@ class Bench:
     def measure_safety(self, url: str, model: str, advbench: list[str], xstest: list[str]) -> dict[str, Any]:
         from agentstack.evaluation.safety import refusal_rate
 
-        params = {"temperature": 0.0, "max_tokens": 64}
+        params = {"temperature": 0.0, "max_tokens": 48}
         refusal = refusal_rate(asyncio.run(self.answers(url, model, advbench, params))).as_dict()
         over = refusal_rate(asyncio.run(self.answers(url, model, xstest, params)))
         compliance = {"n": over.n, "rate": 1 - over.rate, "ci95": wilson(over.n - over.refused, over.n)}
@@ -258,7 +259,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     q = args.quick
     sizes = {"pool": 40 if q else 600, "heldout": 10 if q else args.heldout, "pairs": 12 if q else args.pairs,
-             "unpaired": 24 if q else args.pairs, "constitution": 6 if q else args.constitution,
+             "constitution": 6 if q else args.constitution,
              "safety": 6 if q else args.safety}
     data = Path(args.data)
     questions = load_questions(data)[: sizes["pool"]]
@@ -267,8 +268,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     adv_test, xs_safe = adv_test[: sizes["safety"]], xs_safe[: sizes["safety"]]
     workdir = Path(tempfile.mkdtemp(prefix="alignment-bench-"))
     gate = {"advbench_path": str(data / "redteam" / "advbench"), "xstest_path": str(data / "redteam" / "xstest"),
-            "heldout_limit": 8 if q else 32, "safety_limit": 4 if q else 30, "xstest_limit": 4 if q else 30,
-            "max_new_tokens": 32 if q else 96, "safety_max_new_tokens": 24 if q else 48,
+            "heldout_limit": 8 if q else 16, "safety_limit": 4 if q else 16, "xstest_limit": 4 if q else 16,
+            "max_new_tokens": 32 if q else 64, "safety_max_new_tokens": 24 if q else 48,
             "general_prompts": str(ROOT / "tests" / "fixtures" / "alignment" / "general_small.jsonl") if q else None}
     settings = load_settings(
         data_dir=workdir / "data", server={"build_demo_index": False},
@@ -284,7 +285,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                               "decoding": {"collection": GEN, "measurement": MEASURE}, "rounds": {}}
     only = set(args.only.split(","))
     common = {"hyperparameters": {"init_from": "base", "epochs": 1, "batch_size": 4, "max_length": args.max_length,
-                                  "learning_rate": 1e-4, **({"max_steps": 4} if q else {"rm_max_steps": 25})},
+                                  "learning_rate": 1e-4, **({"max_steps": 4} if q else {"rm_max_steps": 15})},
               "promote": True}
     with Server(settings, engine) as srv:
         base = httpx.get(f"{srv.url}/v1/admin/models", headers=OP).json()["base"]
@@ -299,23 +300,21 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             result["phase_a"] = asyncio.run(bench.phase(srv.url, pool, siblings=args.siblings,
                                                         target_pairs=int(sizes["pairs"] * 1.15) + 2))
             t1 = time.time()
-            result["phase_b"] = asyncio.run(bench.phase(srv.url, pool[::-1][: sizes["unpaired"]], siblings=1,
-                                                        target_pairs=None))
-            t2 = time.time()
-            result["collection_seconds"] = {"phase_a": t1 - t0, "phase_b": t2 - t1}
-            print(f"phase A {result['phase_a']}\nphase B {result['phase_b']}", flush=True)
+            result["collection_seconds"] = t1 - t0
+            print(f"collection {result['phase_a']} in {t1 - t0:.0f} s", flush=True)
             rounds = {
                 "dpo": {"method": "dpo", "data_window": {"since": t0, "until": t1},
                         "thresholds": {"min_pairs": min(50, sizes["pairs"] // 2)}, **common},
-                "kto": {"method": "kto", "data_window": {"since": t1, "until": t2},
-                        "thresholds": {"min_examples": min(50, sizes["unpaired"] // 2), "min_per_label": 3},
-                        **common, "hyperparameters": {**common["hyperparameters"], "beta": 0.1}},
-                "rlhf": {"method": "rlhf", "data_window": {"since": t0, "until": t2},
+                "kto": {"method": "kto", "data_window": {"since": t0, "until": t1},
+                        "thresholds": {"min_examples": 20, "min_per_label": 3}, **common,
+                        "hyperparameters": {**common["hyperparameters"], "beta": 0.1,
+                                            "max_steps": 4 if q else args.kto_steps}},
+                "rlhf": {"method": "rlhf", "data_window": {"since": t0, "until": t1},
                          "thresholds": {"min_pairs": min(50, sizes["pairs"] // 2)}, **common,
                          "hyperparameters": {"init_from": "base", "max_steps": 4 if q else args.rl_steps,
                                              "batch_size": 8, "num_generations": 4, "max_completion_length":
-                                             32 if q else 96, "beta": 0.05, "learning_rate": 5e-5,
-                                             "max_length": args.max_length, "rm_epochs": 1}},
+                                             32 if q else 64, "beta": 0.05, "learning_rate": 5e-5,
+                                             "max_length": args.max_length, "rm_max_steps": 4 if q else 40}},
             }
             for name in ("dpo", "kto", "rlhf"):
                 if name not in only:
@@ -385,11 +384,12 @@ def table(result: dict[str, Any]) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, measures nothing")
-    parser.add_argument("--pairs", type=int, default=200, help="DPO pairs (and KTO thumbs) to collect")
-    parser.add_argument("--heldout", type=int, default=60, help="held-out questions for the rule measurement")
-    parser.add_argument("--constitution", type=int, default=60, help="AdvBench train prompts revised")
-    parser.add_argument("--safety", type=int, default=60, help="AdvBench test / XSTest safe prompts measured")
-    parser.add_argument("--rl-steps", type=int, default=30, help="RLOO steps")
+    parser.add_argument("--pairs", type=int, default=200, help="DPO pairs to collect")
+    parser.add_argument("--heldout", type=int, default=40, help="held-out questions for the rule measurement")
+    parser.add_argument("--constitution", type=int, default=40, help="AdvBench train prompts revised")
+    parser.add_argument("--safety", type=int, default=30, help="AdvBench test / XSTest safe prompts measured")
+    parser.add_argument("--kto-steps", type=int, default=50, help="KTO steps (batch 4)")
+    parser.add_argument("--rl-steps", type=int, default=15, help="RLOO steps (2 prompts x 4 samples each)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (engine and training worker)")
     parser.add_argument("--siblings", type=int, default=4, help="answers sampled per question in phase A")
     parser.add_argument("--max-length", type=int, default=192, help="training tokens per prompt + answer")

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -124,8 +126,11 @@ class Gate:
     (``trusted`` says whether it may be used)."""
 
     def __init__(self, settings: GateSettings, engine: ChatEngine, models: Any, *, advbench: Path | None,
-                 xstest: Path | None, compute: Any = None, judge: Any = None):
+                 xstest: Path | None, compute: Any = None, judge: Any = None, cache_dir: Path | None = None):
+        """``cache_dir``: where the current model's greedy answers are kept between rounds (a
+        served version's weights never change, so its answers to the same prompts do not either)."""
         self.s = settings
+        self.cache_dir = cache_dir
         self.engine = engine
         self.models = models
         self.advbench = advbench
@@ -188,7 +193,7 @@ class Gate:
         if chosen is None:
             return Check("win_rate", missing, None, s.min_win_rate, {"reason": why})
         cand = await answers(self.engine, candidate, prompts, s.max_new_tokens)
-        cur = await answers(self.engine, current, prompts, s.max_new_tokens)
+        cur = await self._cached(current, prompts, s.max_new_tokens)
         outcomes = await asyncio.gather(*(chosen.compare(p, a, b) for p, a, b in zip(prompts, cand, cur)))
         wr = win_rate(outcomes)
         detail = {**wr.as_dict(), "scorer": why, "examples": [
@@ -242,7 +247,7 @@ class Gate:
             msgs = [_user(p) for p in prompts]
             t0 = time.perf_counter()
             rc = refusal_rate(await answers(self.engine, candidate, msgs, s.safety_max_new_tokens))
-            rr = refusal_rate(await answers(self.engine, current, msgs, s.safety_max_new_tokens))
+            rr = refusal_rate(await self._cached(current, msgs, s.safety_max_new_tokens))
             if name == "refusal":
                 value, base = rc.rate, rr.rate
             else:
@@ -252,6 +257,25 @@ class Gate:
                                                          rc.as_dict(), "current_rate": rr.as_dict(),
                                                          "rule": f"candidate >= current - {drop}",
                                                          "seconds": round(time.perf_counter() - t0, 2)}))
+        return out
+
+
+    async def _cached(self, model: str, prompts: list[list[dict[str, Any]]], max_tokens: int) -> list[str]:
+        """The current model's greedy answers, from the cache when this exact request was made before."""
+        if self.cache_dir is None:
+            return await answers(self.engine, model, prompts, max_tokens)
+        key = hashlib.sha256(json.dumps([model, prompts, max_tokens], sort_keys=True).encode()).hexdigest()[:24]
+        path = Path(self.cache_dir) / f"{key}.json"
+        try:
+            cached = json.loads(path.read_text("utf-8"))
+            if cached.get("model") == model and len(cached.get("answers", [])) == len(prompts):
+                return cached["answers"]
+        except (OSError, ValueError):
+            pass
+        out = await answers(self.engine, model, prompts, max_tokens)
+        from agentstack.storage.files import atomic_write_json
+
+        atomic_write_json(path, {"model": model, "max_tokens": max_tokens, "answers": out})
         return out
 
 

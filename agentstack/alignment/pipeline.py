@@ -345,7 +345,8 @@ class Round:
             scorer = RewardScorer(self.model_dir, str(rm_dir), self.reward_accuracy, worker().arun)
         judge = JudgeScorer(engine, self.settings, self.settings.evaluation.judge_model or self.base_name)
         advbench, xstest = safety_paths(self.settings, self.gate_settings)
-        gate = Gate(self.gate_settings, engine, models, advbench=advbench, xstest=xstest, judge=judge)
+        gate = Gate(self.gate_settings, engine, models, advbench=advbench, xstest=xstest, judge=judge,
+                    cache_dir=self.settings.registry_path / "gate_cache")
         prompts = _unique_prompts([p.prompt for p in self.data.pairs_heldout] +
                                   [u.prompt for u in self.data.unpaired_heldout])
         decision = self.loop.run_until_complete(gate.run(
@@ -354,7 +355,10 @@ class Round:
             heldout_pairs=[p.row() for p in self.data.pairs_heldout], heldout_prompts=prompts, scorer=scorer))
         result = {**decision.as_dict(), "job_id": self.job.id, "thresholds": self.gate_settings.model_dump(mode="json")}
         self.registry.write_gate(version.name, result)
-        self.jobs.update(self.job.id, gate=result)
+        metrics = dict(self.jobs.get(self.job.id).metrics or {})
+        kl = next((c for c in decision.checks if c.name == "kl"), None)
+        metrics["gate"] = {"kl_vs_current": kl.value if kl else None, "passed": decision.passed}
+        self.jobs.update(self.job.id, gate=result, metrics=metrics)
         return result
 
     def run(self) -> dict[str, Any]:

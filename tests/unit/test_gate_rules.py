@@ -129,3 +129,16 @@ def test_advbench_halves_are_disjoint():
     train, test = advbench_half(FIX / "advbench", "train"), advbench_half(FIX / "advbench", "test")
     assert len(train) == len(test) == 6 and not set(train) & set(test)
     assert len(xstest_safe(FIX / "xstest")) == 10
+
+
+def test_the_current_models_answers_are_cached_between_rounds(tmp_path):
+    from agentstack.alignment.gate import Gate
+
+    gs = GateSettings(general_prompts=FIX / "general_small.jsonl", win_rate_scorer="none")
+    engine = Engine()
+    for _ in range(2):
+        gate = Gate(gs, engine, Models(), advbench=FIX / "advbench", xstest=FIX / "xstest", compute=passthrough,
+                    cache_dir=tmp_path)
+        assert asyncio.run(gate.run("cand", "cur")).passed
+    # round 1: 6 AdvBench + 10 XSTest prompts for each model; round 2: only the candidate's
+    assert engine.calls == 2 * 16 + 16 and len(list(tmp_path.glob("*.json"))) == 2
