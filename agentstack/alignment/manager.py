@@ -136,7 +136,7 @@ class JobManager:
         with log_path.open("ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "agentstack.alignment.worker", job.id, str(settings_path)],
                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    cwd=str(self.jobs.job_dir(job.id)), start_new_session=True)
+                                    start_new_session=True)  # same cwd: relative paths in the settings agree
         self._procs[job.id] = proc
         self.jobs.update(job.id, pid=proc.pid)
         log.info("started worker pid %d for job %s (%s)", proc.pid, job.id, job.method)
