@@ -72,6 +72,12 @@ class CancelledError(AgentstackError):
     code = "cancelled"
 
 
+class ClientDisconnected(CancelledError):
+    """The caller went away; its work was cancelled. Nobody reads the answer."""
+
+    code = "client_disconnected"
+
+
 class AuthError(AgentstackError, PermissionError):
     code = "unauthorized"
 

@@ -31,6 +31,7 @@ STATUS: list[tuple[type[E.AgentstackError], int, str]] = [
     (E.EngineUnavailableError, 503, "service_unavailable"),
     (E.DependencyMissingError, 503, "service_unavailable"),
     (E.ConfigError, 503, "service_unavailable"),
+    (E.CancelledError, 499, "client_closed_request"),  # nginx's code; the client is gone anyway
 ]
 
 

@@ -31,6 +31,7 @@ from agentstack.history import ResponseRecord, new_id, public_response
 from agentstack.orchestrators.events import AgentRequest, DoneEvent, SourceEvent, StepEvent, TokenEvent
 from server.auth import Principal
 from server.deps import AppUser, Svc
+from server.disconnect import until_disconnect
 from server.errors import status_for
 from server.services import Services
 
@@ -139,10 +140,8 @@ async def _answer(svc: Services, principal: Principal, request: AgentRequest, *,
                     return await finish(ev)
             raise AgentstackError("the orchestrator ended without an answer")
 
-        from server.routes.openai import _until_disconnect
-
         try:
-            return await _until_disconnect(http, collect(), svc.settings.server.request_timeout_s)
+            return await until_disconnect(http, collect(), svc.settings.server.request_timeout_s)
         finally:
             await events.aclose()
 

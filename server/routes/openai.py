@@ -23,6 +23,7 @@ from agentstack.errors import AgentstackError, InvalidRequestError, ModelNotFoun
 from agentstack.history import ResponseRecord, new_id
 from server.auth import Principal
 from server.deps import AppUser, Operator, Svc
+from server.disconnect import until_disconnect
 from server.errors import request_id, status_for
 from server.schemas import ChatCompletionRequest, EmbeddingRequest, LoraLoadRequest, LoraUnloadRequest, TokenizeRequest
 from server.services import Services
@@ -137,7 +138,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, user: 
         return texts, reasons, logprobs, usage, model_version, prompt
 
     try:
-        texts, reasons, logprobs, usage, model_version, prompt = await _until_disconnect(
+        texts, reasons, logprobs, usage, model_version, prompt = await until_disconnect(
             request, collect(), svc.settings.server.request_timeout_s)
     finally:
         await events.aclose()
@@ -156,27 +157,6 @@ def _message(text: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
     if calls:
         return {"role": "assistant", "content": text or None, "tool_calls": calls}
     return {"role": "assistant", "content": text}
-
-
-async def _until_disconnect(request: Request, work: Any, timeout: float) -> Any:
-    """Await ``work``; cancel it if the client goes away or the timeout passes."""
-    task = asyncio.ensure_future(work)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=0.25)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                task.cancel()
-                raise asyncio.CancelledError("client disconnected")
-            if time.monotonic() > deadline:
-                task.cancel()
-                raise InvalidRequestError(f"generation took longer than {timeout:g} s", param="max_tokens",
-                                          fix="ask for fewer tokens or raise AGENTSTACK_SERVER__REQUEST_TIMEOUT_S")
-    finally:
-        if not task.done():
-            task.cancel()
 
 
 def _sse_data(obj: Any) -> str:

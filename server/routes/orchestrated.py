@@ -18,6 +18,7 @@ from agentstack.errors import AgentstackError, InvalidRequestError
 from agentstack.history import new_id
 from agentstack.orchestrators.events import AgentRequest, DoneEvent, TokenEvent
 from server.auth import Principal
+from server.disconnect import until_disconnect
 from server.errors import status_for
 from server.routes.chat import check_index, store_agent_response
 from server.schemas import ChatCompletionRequest
@@ -57,10 +58,8 @@ async def orchestrated_completion(body: ChatCompletionRequest, mode: str, index:
                     return ev
             raise AgentstackError("the orchestrator ended without an answer")
 
-        from server.routes.openai import _until_disconnect
-
         try:
-            done = await _until_disconnect(http, collect(), svc.settings.server.request_timeout_s)
+            done = await until_disconnect(http, collect(), svc.settings.server.request_timeout_s)
         finally:
             await events.aclose()
         await store(done)

@@ -100,10 +100,10 @@ def test_full_queue_answers_429_then_recovers(server):
 
     engine = server.app.state.services.engine
     capacity = engine.settings.max_running + engine.settings.max_queue
-    body = _with(max_tokens=24, ignore_eos=True)
+    body = _with(max_tokens=6, ignore_eos=True)
 
     def post(_):
-        return httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=HEADERS, timeout=120)
+        return httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=HEADERS, timeout=600)
 
     with cf.ThreadPoolExecutor(capacity + 12) as pool:
         responses = list(pool.map(post, range(capacity + 12)))

@@ -183,3 +183,19 @@ def test_concurrent_requests_share_forward_passes(server):
     rows, forwards = rows_and_forwards()
     # 11 requests x 15 decode steps; if they had run one by one, every forward would hold one row
     assert (rows - rows_before) / (forwards - forwards_before) > 4
+
+
+def test_a_non_streaming_client_that_gives_up_cancels_its_generation(server, capfd):
+    services = server.app.state.services
+    finished = services.metrics.finished.labels(reason="cancelled")
+    before = finished._value.get()
+    body = {"model": "agentstack", "messages": [{"role": "user", "content": "Tell a very long story."}],
+            "max_tokens": 2000, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {APP_KEY}"},
+                   timeout=3)
+    deadline = time.monotonic() + 30
+    while (services.engine.stats()["running"] or finished._value.get() == before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert services.engine.stats()["running"] == 0 and finished._value.get() == before + 1
+    assert "Exception in ASGI application" not in capfd.readouterr().err
