@@ -133,8 +133,8 @@ class Bench:
         """Users ask (``siblings`` sampled answers per question) and vote; returns counts. Stops
         once the sibling groups hold ``target_pairs`` (up, down) pairs (at most 4 per question, as
         the builder makes them)."""
-        sem = asyncio.Semaphore(16)
-        stats = {"questions": 0, "answers": 0, "up": 0, "pairs": 0, "words": []}
+        sem = asyncio.Semaphore(max(1, 24 // siblings))  # about 24 sequences decoding at once
+        stats = {"questions": 0, "answers": 0, "up": 0, "pairs": 0, "words": [], "errors": 0}
         done = asyncio.Event()
 
         async def one(client: httpx.AsyncClient, i: int, q: str) -> None:
@@ -144,7 +144,12 @@ class Bench:
                 if done.is_set():
                     return
                 user = f"user{i % 25}"
-                out = await self.chat(client, user, q, n=siblings, seed=1000 + i)
+                try:
+                    out = await self.chat(client, user, q, n=siblings, seed=1000 + i)
+                except httpx.HTTPError as exc:  # counted and reported; one slow request must not end the run
+                    stats["errors"] += 1
+                    print(f"request failed: {type(exc).__name__}", flush=True)
+                    return
                 ids = [out["id"]] + [f"{out['id']}.{k}" for k in range(1, len(out["choices"]))]
                 votes = []
                 for rid, choice in zip(ids, out["choices"]):
@@ -158,7 +163,7 @@ class Bench:
                 if target_pairs and stats["pairs"] >= target_pairs:
                     done.set()
 
-        async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
             await asyncio.gather(*(one(client, i, q) for i, q in enumerate(questions)))
         words = stats.pop("words")
         stats["mean_words"] = sum(words) / len(words) if words else None
@@ -173,7 +178,7 @@ class Bench:
                 out = await self.chat(client, "bench-measure", p, model=model, params=params)
                 return out["choices"][0]["message"]["content"]
 
-        async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
             return list(await asyncio.gather(*(one(client, p) for p in prompts)))
 
     def measure_rule(self, url: str, model: str, heldout: list[str]) -> dict[str, Any]:
