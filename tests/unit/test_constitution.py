@@ -96,3 +96,19 @@ def test_clean_revision_strips_labels_and_quotes():
     assert clean_revision('Here is the revised response: "Be kind."') == "Be kind."
     assert clean_revision("**Revision:** Hello") == "Hello"
     assert clean_revision("Plain text.") == "Plain text."
+
+
+def test_inference_time_wrapper_answers_with_the_revision():
+    from agentstack.alignment.constitution import Constitution, ConstitutionalEngine, Principle
+    from agentstack.engines.base import ChatRequest, collect
+    from agentstack.engines.params import SamplingParams
+
+    c = Constitution("t", [Principle("p", "Critique your last answer.", "Rewrite your last answer.")])
+    inner = ScriptedEngine(["draft", "too curt", "A kinder answer.", "draft", "too curt", "A kinder answer."])
+    inner.capabilities = None
+    engine = ConstitutionalEngine(inner, c)
+    request = ChatRequest(messages=[{"role": "user", "content": "hi"}], model="m", params=SamplingParams(max_tokens=8))
+    assert asyncio.run(engine.chat(request)).text == "A kinder answer."
+    streamed = asyncio.run(collect(engine.stream(request)))
+    assert streamed.text == "A kinder answer." and streamed.model_version == "m"
+    assert len(inner.requests) == 6 and engine.kind == "constitutional:scripted-test"
