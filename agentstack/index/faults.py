@@ -1,14 +1,12 @@
-"""Named fault-injection points for crash tests.
+"""Named fault-injection points on the index write path, for crash tests (see :mod:`agentstack.faults`).
 
 The write path calls :func:`point` at each step that matters for crash safety (the names are in
-:data:`POINTS`). Normally it does nothing. A test installs a hook with :func:`set_hook` that may
-record the phase, raise, or end the process on the spot (``os._exit``) to simulate a crash exactly
-there. This is a test seam, not configuration: nothing reads it from the environment.
+:data:`POINTS`, with the phase each belongs to).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from agentstack.faults import FaultPoints
 
 #: Every point the write path passes through, in order, with the phase it belongs to.
 POINTS: dict[str, str] = {
@@ -27,15 +25,6 @@ POINTS: dict[str, str] = {
     "cleanup": "cleanup",             # removing old FAISS files
 }
 
-_hook: Callable[[str], None] | None = None
-
-
-def set_hook(hook: Callable[[str], None] | None) -> None:
-    """Install (or with None remove) the function called at every point with its name."""
-    global _hook
-    _hook = hook
-
-
-def point(name: str) -> None:
-    if _hook is not None:
-        _hook(name)
+_points = FaultPoints(POINTS)
+set_hook = _points.set_hook
+point = _points.point
