@@ -158,3 +158,56 @@ def test_scrub_many_and_protocol(scrubber):
     assert isinstance(scrubber, Scrubber)
     assert scrubber.scrub_many(texts) == [scrubber.scrub(t) for t in texts]
     assert scrubber.scrub("").counts == {}
+
+
+# Rules of the name/place recognizer (names.py), one hand-written sentence each: (text, entity, value).
+# The value must be covered by one detection of that entity.
+RULE_CASES = [
+    ("We borrowed Rebecca's car for the trip.", "PERSON", "Rebecca"),  # possessive split off the name
+    ("Chloe: are you coming tonight?", "PERSON", "Chloe"),  # speaker label, first name that is also a word
+    ("Are you still there, Molly?", "PERSON", "Molly"),  # vocative
+    ("The coach shouted at Dennis during practice.", "PERSON", "Dennis"),  # "<verb> at" is about a person
+    ("Yesterday my daughter Olive started school.", "PERSON", "Olive"),  # strong cue before a common word
+    ("The album was made by producer Tamraz Okhurashvili.", "PERSON", "Tamraz Okhurashvili"),  # cue + unknown
+    ("The bakery on Juniper Hollow Road closed.", "LOCATION", "Juniper Hollow Road"),  # name + street type
+    ("Tariffs rose after talks with the United Kingdom failed.", "LOCATION", "United Kingdom"),  # "the" + country
+    ("Invoice to:\nTeodor Marsh\n\nKvarnbo\nSweden 74193", "LOCATION", "Kvarnbo\nSweden 74193"),  # country line
+    ("Delivered to 14 Larch Road\nFenwick\n+44 7700 900123 (mobile)", "LOCATION", "14 Larch Road\nFenwick"),
+    ("Meet me at the corner of al. Róż 4 and Quarry Bypass", "LOCATION", "the corner of al. Róż 4 and Quarry Bypass"),
+    ("Mail it to USNS Harkness\nFPO AP 96543 please.", "LOCATION", "USNS Harkness\nFPO AP 96543"),
+    ("She lives at 2207 11 rue des Lilas near the park.", "LOCATION", "2207 11 rue des Lilas"),
+    ("The office is at Petőfi u. 12. on the second floor.", "LOCATION", "Petőfi u. 12."),
+    ("The convoy was sent to VRDOLJAKOVO before dawn.", "LOCATION", "VRDOLJAKOVO"),  # upper case after a cue
+    ("Tomasz is originally from Wrzosówka and loves it.", "LOCATION", "Wrzosówka"),
+    ("Our tickets to the Netherlands were refunded.", "LOCATION", "Netherlands"),
+    ("The clinic is on Ostrava Nábřeží 212 now.", "LOCATION", "Ostrava Nábřeží 212"),
+    ("The committee members: Okafor, Lindgren and Vasquez.", "PERSON", "Lindgren"),  # listed with people
+]
+
+
+@pytest.mark.parametrize("text, entity, value", RULE_CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(RULE_CASES)])
+def test_name_and_place_rules(scrubber, text, entity, value):
+    found = scrubber.analyze(text)
+    start = text.index(value)
+    end = start + len(value)
+    assert any(d.entity == entity and d.start <= start and end <= d.end for d in found), \
+        [(d.entity, text[d.start:d.end]) for d in found]
+
+
+@pytest.mark.parametrize("text, value", [
+    ("We had dinner at a small Estonian restaurant.", "Estonian"),  # nationality adjectives
+    ("She spent two years at Quorvantix before that.", "Quorvantix"),  # unknown word after a bare "at"
+    ("The press release from Zentrolyx was short.", "Zentrolyx"),
+    ("Mark Lee and Hanna Berg of Glimmerpoint's Ada Novak.", "Glimmerpoint"),  # possessive before a name
+])
+def test_name_and_place_rules_leave_these(scrubber, text, value):
+    found = scrubber.analyze(text)
+    start = text.index(value)
+    assert not any(d.start <= start < d.end for d in found), [(d.entity, text[d.start:d.end]) for d in found]
+
+
+def test_location_is_trimmed_not_dropped_where_a_phone_overlaps():
+    from agentstack.ingest.pii.presidio_scrubber import Detection, _resolve
+
+    kept = _resolve([Detection("LOCATION", 0, 40, 0.8), Detection("PHONE_NUMBER", 30, 45, 0.9)])
+    assert [(d.entity, d.start, d.end) for d in kept] == [("LOCATION", 0, 30), ("PHONE_NUMBER", 30, 45)]

@@ -27,11 +27,15 @@ from agentstack.ingest.pii.policy import PiiPolicy
 log = logging.getLogger(__name__)
 
 #: Bumped whenever detection changes, so indexes scrubbed by an older scrubber are recognisable.
-SCRUBBER_VERSION = 1
+SCRUBBER_VERSION = 2
 
 # When two different entities overlap, the more specific wins before the score is compared.
 _PRIORITY = {"URL_CREDENTIALS": 9, "EMAIL_ADDRESS": 8, "IBAN_CODE": 7, "CREDIT_CARD": 6, "US_SSN": 5,
              "IP_ADDRESS": 5, "PHONE_NUMBER": 3, "PERSON": 1, "LOCATION": 1}
+
+
+# Entities whose span is cut back, rather than dropped, where a more specific entity overlaps it.
+_TRIMMABLE = {"LOCATION"}
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,15 @@ def _resolve(found: list[Detection]) -> list[Detection]:
     for d in ranked:
         if all(d.end <= c.start or d.start >= c.end for c in chosen):
             chosen.append(d)
+        elif d.entity in _TRIMMABLE:
+            # A long address that swallowed a phone number keeps its part before (or after) it.
+            clash = [c for c in chosen if not (d.end <= c.start or d.start >= c.end)]
+            head_end = min(c.start for c in clash)
+            tail_start = max(c.end for c in clash)
+            for s, e in ((d.start, head_end), (tail_start, d.end)):
+                if e - s >= 3 and all(e <= c.start or s >= c.end for c in chosen):
+                    chosen.append(Detection(d.entity, s, e, d.score))
+                    break
     return sorted(chosen, key=lambda d: d.start)
 
 
