@@ -84,6 +84,10 @@ class AuthSettings(BaseModel):
                                              "random per process when unset.")
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="How long a web session lasts "
                                  "after sign-in; the browser must then sign in again with its key.")
+    max_failed_per_minute: int = Field(default=20, ge=1, description="Wrong keys one client address may send "
+                                       "per minute (API calls and web sign-ins together); past it, that address gets "
+                                       "429 with Retry-After until the minute has passed. Behind a reverse proxy, run "
+                                       "uvicorn with --forwarded-allow-ips so the address is the client's.")
 
 
 class EngineSettings(BaseModel):

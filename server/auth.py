@@ -44,6 +44,8 @@ class KeyStore:
     def __init__(self, settings: AuthSettings):
         self._by_digest: dict[str, ApiKey] = {k.digest: k for k in settings.keys}
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._max_failed = settings.max_failed_per_minute
+        self._failures: dict[str, list[float]] = {}  # client address -> times of its recent failures
         self._lock = threading.Lock()
 
     @property
@@ -51,16 +53,51 @@ class KeyStore:
         """No keys configured: local development mode."""
         return not self._by_digest
 
-    def authenticate(self, token: str | None, user_id: str | None) -> Principal:
+    def authenticate(self, token: str | None, user_id: str | None, client: str | None = None) -> Principal:
+        """The principal of a bearer key. ``client`` (the caller's address) counts failures: past
+        ``auth.max_failed_per_minute`` wrong keys in a minute, that address gets 429,
+        even with a right key, until the minute has passed (guessing keys gets nowhere fast)."""
         user = self._user(user_id)
         if self.open:
             return Principal(LOCAL_KEY_ID, "operator", user, None, local=True)
+        self._check_failures(client)
         if not token:
             raise AuthError("no API key given", fix="send `Authorization: Bearer <key>`")
         key = self._by_digest.get(hashlib.sha256(token.encode()).hexdigest())
         if key is None:
+            self._fail(client)
             raise AuthError("invalid API key", fix="check the key, or ask an operator for one")
         return self.principal_for(key, user)
+
+    def _recent_failures(self, client: str, now: float) -> list[float]:
+        recent = [t for t in self._failures.get(client, ()) if now - t < 60.0]
+        if recent:
+            self._failures[client] = recent
+        else:
+            self._failures.pop(client, None)
+        return recent
+
+    def _check_failures(self, client: str | None) -> None:
+        if client is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent_failures(client, now)
+        if len(recent) >= self._max_failed:
+            raise RateLimitedError(f"too many requests with a wrong API key from {client}",
+                                   retry_after=max(1.0, 60.0 - (now - recent[0])),
+                                   fix="check the key, then retry after the time in Retry-After")
+
+    def _fail(self, client: str | None) -> None:
+        if client is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if len(self._failures) > 10_000:  # bound memory under a flood of addresses
+                for stale in [c for c, ts in self._failures.items() if now - ts[-1] >= 60.0]:
+                    del self._failures[stale]
+            self._recent_failures(client, now)
+            self._failures.setdefault(client, []).append(now)
 
     def principal_for(self, key: ApiKey, user_id: str | None) -> Principal:
         """The principal of a key already identified (by its secret, or by a web session),

@@ -20,6 +20,11 @@ def get_services(request: Request) -> Services:
 Svc = Annotated[Services, Depends(get_services)]
 
 
+def client_address(request: Request) -> str | None:
+    """The caller's address (uvicorn applies X-Forwarded-For only from --forwarded-allow-ips)."""
+    return request.client.host if request.client else None
+
+
 def _bearer(authorization: str | None) -> str | None:
     if not authorization:
         return None
@@ -35,7 +40,7 @@ def get_principal(request: Request, svc: Svc, authorization: Annotated[str | Non
         found = session.principal(request)
         if found is not None:
             return found
-    principal = svc.keys.authenticate(token, x_user_id)
+    principal = svc.keys.authenticate(token, x_user_id, client_address(request))
     request.state.principal = principal
     return principal
 

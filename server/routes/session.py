@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentstack.errors import AuthError
 from server.auth import Principal
-from server.deps import AppUser, Svc
+from server.deps import AppUser, Svc, client_address
 from server.sessions import COOKIE, SECURE_COOKIE, CsrfError, SessionStore, same_origin
 
 router = APIRouter(tags=["Web session"])
@@ -51,7 +51,7 @@ def _who(principal: Principal) -> dict[str, Any]:
 async def sign_in(body: SignIn, request: Request, svc: Svc, sessions: Sessions) -> JSONResponse:
     if not same_origin(request, sessions.trusted_origins):
         raise CsrfError("cross-site sign-in refused", fix="sign in on this server's own /login page")
-    principal = svc.keys.authenticate(body.key, body.user_id)
+    principal = svc.keys.authenticate(body.key, body.user_id, client_address(request))
     if principal.local:
         return JSONResponse({**_who(principal), "csrf_token": None, "expires_at": None}, headers=NO_STORE)
     key = svc.keys.by_id(principal.key_id)

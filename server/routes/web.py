@@ -17,9 +17,9 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from agentstack.errors import AuthError, NotFoundError
+from agentstack.errors import AuthError, NotFoundError, RateLimitedError
 from server.auth import Principal
-from server.deps import _bearer
+from server.deps import _bearer, client_address
 
 router = APIRouter(tags=["Web pages"])
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
@@ -42,8 +42,8 @@ def page_principal(request: Request) -> Principal | None:
             found = request.app.state.sessions.principal(request)
             if found is not None:
                 return found
-        return svc.keys.authenticate(token, None)
-    except AuthError:
+        return svc.keys.authenticate(token, None, client_address(request))
+    except (AuthError, RateLimitedError):
         return None
 
 

@@ -89,7 +89,9 @@ def server(embedded_engine, tmp_path_factory):
     from server.app import create_app
     from tests.conftest import LiveServer, make_settings
 
-    with LiveServer(create_app(make_settings(tmp_path_factory.mktemp("auth")), engine=embedded_engine)) as srv:
+    # This module sends a wrong key to every route on purpose: lift the wrong-key throttle.
+    settings = make_settings(tmp_path_factory.mktemp("auth"), auth={"max_failed_per_minute": 100_000})
+    with LiveServer(create_app(settings, engine=embedded_engine)) as srv:
         yield srv
 
 
@@ -159,3 +161,41 @@ def test_rate_limit_answers_429_with_retry_after(server):
     with pytest.raises(RateLimitedError) as info:
         store.authenticate("s" * 20, None)
     assert info.value.retry_after >= 1
+
+
+def test_wrong_keys_throttle_the_address_not_the_key(embedded_engine, tmp_path):
+    """Past auth.max_failed_per_minute wrong keys, the address gets 429 (right key included, web
+    sign-in included) until the minute has passed; a missing key is not a guess and does not count."""
+    from server.app import create_app
+    from tests.conftest import LiveServer, make_settings
+
+    settings = make_settings(tmp_path / "data", auth={"max_failed_per_minute": 3})
+    with LiveServer(create_app(settings, engine=embedded_engine)) as srv:
+        models = srv.url + "/v1/models"
+        for _ in range(5):
+            assert httpx.get(models, timeout=30).status_code == 401  # no key: never throttled
+        for _ in range(3):
+            assert httpx.get(models, headers={"Authorization": "Bearer guess-0000"}, timeout=30).status_code == 401
+        blocked = httpx.get(models, headers={"Authorization": f"Bearer {APP_KEY}"}, timeout=30)
+        assert blocked.status_code == 429 and 1 <= int(blocked.headers["retry-after"]) <= 60
+        assert "wrong API key" in blocked.json()["error"]["message"]
+        sign_in = httpx.post(srv.url + "/v1/session", json={"key": APP_KEY}, headers={"Origin": srv.url}, timeout=30)
+        assert sign_in.status_code == 429
+
+
+def test_wrong_key_failures_age_out_per_address(monkeypatch):
+    from agentstack.config import ApiKey, AuthSettings
+    from agentstack.errors import AuthError, RateLimitedError
+    from server import auth
+
+    now = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
+    store = auth.KeyStore(AuthSettings(keys=[ApiKey(id="a", role="app", key="k" * 20)], max_failed_per_minute=2))
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            store.authenticate("wrong" * 4, None, "10.0.0.1")
+    with pytest.raises(RateLimitedError):
+        store.authenticate("k" * 20, None, "10.0.0.1")
+    assert store.authenticate("k" * 20, None, "10.0.0.2").key_id == "a"  # another address is unaffected
+    now[0] += 61
+    assert store.authenticate("k" * 20, None, "10.0.0.1").key_id == "a"  # a minute later it may try again
