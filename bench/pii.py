@@ -174,12 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     shown = 0
     for r in chosen:
         text = r["full_text"]
-        t0 = time.perf_counter()
-        preds = scrubber.analyze(text)
-        analyze_s += time.perf_counter() - t0
+        # Scrub is timed first, on text the scrubber has not seen (its caches are cold for it);
+        # the analysis whose spans are scored comes second.
         t0 = time.perf_counter()
         scrubber.scrub(text)
         scrub_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        preds = scrubber.analyze(text)
+        analyze_s += time.perf_counter() - t0
         chars += len(text)
         per_record.append(score_record(text, r["spans"], preds))
         if args.errors and shown < args.errors:
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['recall']:.3f} [{row['recall_ci95'][0]:.3f},{row['recall_ci95'][1]:.3f}]  "
                   f"{row['f2']:.3f} [{row['f2_ci95'][0]:.3f},{row['f2_ci95'][1]:.3f}]")
     sp = result["speed"]
-    print(f"\nspeed: scrub {sp['scrub_ms_per_1000_chars']} ms / 1,000 chars (analyze {sp['analyze_ms_per_1000_chars']}); "
+    print(f"\nspeed: scrub {sp['scrub_ms_per_1000_chars']} ms / 1,000 chars (analyze again, warm: {sp['analyze_ms_per_1000_chars']}); "
           f"warm-up {sp['warm_up_s']} s (+ presidio import {sp['presidio_import_s']} s)")
     print(f"targets: {json.dumps(targets)}")
     out = args.out or (ROOT / "bench" / "results" / "pii.json" if args.split == "test" else None)
