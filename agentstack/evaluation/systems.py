@@ -16,6 +16,9 @@ Built in:
   is cut into chunks of about ``chunk_tokens``, each chunk is condensed with ``map_prompt``, and
   the notes are answered with ``prompt`` (recursively while they are still too long). For long
   meetings (QMSum) and documents beyond the context window.
+* ``rag`` and ``react``: the orchestrators (:class:`agentstack.Agent`) over a named index, on the
+  same engine: the prediction carries the retrieved chunks as contexts, the sources (``id`` = the
+  document id) and, for ReAct, the steps.
 
 This module knows nothing about metrics, judges or reports.
 """
@@ -251,6 +254,76 @@ class MapReduceSystem(PlainModelSystem):
 @register_system("map_reduce")
 def build_map_reduce(config: dict[str, Any], ctx: SystemContext) -> System:
     return MapReduceSystem(ctx.client, MapReduceConfig.model_validate(config))
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    index: str | None = Field(default=None, description="Index to retrieve from (required for rag).")
+    model: str | None = Field(default=None, description="Model version; unset = the active one.")
+    prompt: str = Field(default="{input}", description="User message template: {input} and example fields.")
+    top_k: int | None = Field(default=None, ge=1, description="Chunks retrieved; unset = orchestration.top_k.")
+    tools: list[str] | None = Field(default=None, description="ReAct: narrows the deployment's tool allowlist.")
+    structured: bool = Field(default=True, description="ReAct: constrain every step with a grammar.")
+    params: SamplingParams = Field(default_factory=lambda: SamplingParams(temperature=0.0, max_tokens=256),
+                                   description="Sampling; evaluation defaults to greedy (temperature 0).")
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _greedy_by_default(cls, v: Any) -> Any:
+        return {"temperature": 0.0, **v} if isinstance(v, dict) else v
+
+
+class AgentSystem:
+    """RAG or ReAct through the orchestrators, exactly as ``/v1/chat`` runs them."""
+
+    def __init__(self, kind: str, ctx: SystemContext, config: AgentConfig):
+        if kind == "rag" and not config.index:
+            raise InvalidRequestError("a rag system needs `index`", param="system.index",
+                                      fix="name an index: `agentstack index list` shows them")
+        from agentstack.agent import Agent
+
+        self.kind = kind
+        self.config = config
+        self.agent = Agent(ctx.settings, engine=ctx.client.engine)
+
+    def describe(self) -> dict[str, Any]:
+        c = self.config
+        return {"kind": self.kind, "index": c.index, "model": c.model or "active", "prompt": c.prompt,
+                "top_k": c.top_k, "tools": c.tools, "structured": c.structured,
+                "engine": getattr(self.agent.engine, "kind", "?"), "params": c.params.model_dump(exclude_defaults=True)}
+
+    async def answer(self, example: Example) -> Prediction:
+        from agentstack.orchestrators.events import AgentRequest
+
+        started = time.perf_counter()
+        c = self.config
+        values = {**example.fields, "input": example.input}
+        try:
+            message = c.prompt.format_map(values)
+        except KeyError as exc:
+            raise InvalidRequestError(f"prompt template uses {{{exc.args[0]}}}, which example {example.id!r} does "
+                                      f"not have; available: {', '.join(sorted(values))}", param="system.prompt") from None
+        done = await self.agent.orchestrators.complete(AgentRequest(
+            messages=[{"role": "user", "content": message}], mode=self.kind, index=c.index, top_k=c.top_k,
+            params=c.params, tools=c.tools, structured=c.structured, model=c.model))
+        return Prediction(
+            text=done.answer, contexts=[s.text for s in done.sources],
+            sources=[{"id": s.doc_id, "title": s.title, "source": s.source, "score": s.score, "n": s.n}
+                     for s in done.sources],
+            model_version=done.model_version, prompt_tokens=done.usage.get("prompt_tokens", 0),
+            completion_tokens=done.usage.get("completion_tokens", 0), latency_s=time.perf_counter() - started,
+            steps=[asdict(step) for step in done.trace], extra={"timings": done.timings, "guard": done.guard})
+
+
+@register_system("rag")
+def build_rag(config: dict[str, Any], ctx: SystemContext) -> System:
+    return AgentSystem("rag", ctx, AgentConfig.model_validate(config))
+
+
+@register_system("react")
+def build_react(config: dict[str, Any], ctx: SystemContext) -> System:
+    return AgentSystem("react", ctx, AgentConfig.model_validate(config))
 
 
 def identity_hash(obj: Any) -> str:

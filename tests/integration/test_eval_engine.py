@@ -106,3 +106,46 @@ def test_judges_through_the_openai_engine(live_server):
         score, verdict = asyncio.run(go())
     assert score.structured and 1 <= score.score <= 5
     assert verdict.outcome in ("a", "b", "tie") and verdict.errors == 0
+
+
+def test_rag_and_react_systems_run_a_suite(embedded_engine, settings, tmp_path):
+    """Suites can target the orchestrators: RAG over a real index (FAISS + SQLite), ReAct with tools."""
+    from agentstack.index.manager import IndexManager
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "tarsk.md").write_text("# Tarsk\n\nTarsk is a harbour town. Its lighthouse was built in 1871.\n")
+    (docs / "brenn.md").write_text("# Brenn\n\nBrenn is a mountain village known for its goat cheese.\n")
+    spec = tmp_path / "facts.yaml"
+    spec.write_text("sources:\n  - path: docs\npii:\n  enabled: false\n")
+    IndexManager(settings).create("facts", spec_path=spec)
+    rows = [{"id": "q1", "q": "When was the lighthouse of Tarsk built?", "a": "1871", "doc": "tarsk.md"},
+            {"id": "q2", "q": "What is Brenn known for?", "a": "goat cheese", "doc": "brenn.md"}]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ctx = SystemContext(settings, client=EngineClient(embedded_engine, concurrency=4))
+    for kind in ("rag", "react"):
+        (tmp_path / f"{kind}.yaml").write_text(yaml.safe_dump({
+            "name": f"facts-{kind}", "dataset": {"path": "qa.jsonl", "options": {"fields": {
+                "input": "q", "reference": "a"}}},
+            "system": {"kind": kind, "index": "facts", "params": {"max_tokens": 48}},
+            "metrics": ["token_f1", "length"]}))
+        result = asyncio.run(run_suite(load_suite(tmp_path / f"{kind}.yaml"), settings, suite_dir=tmp_path, ctx=ctx))
+        report = result.report
+        assert (report["n"], result.errors) == (2, 0), report.get("errors")
+        assert report["system"]["kind"] == kind and report["system"]["index"] == "facts"
+        for row in report["examples"]:
+            pred = row["prediction"]
+            assert pred["text"] and pred["model_version"]
+            if kind == "rag":  # the retrieved chunks are what groundedness is judged against
+                assert pred["sources"] and pred["n_contexts"] == len(pred["sources"])
+                assert {s["source"].rsplit("/", 1)[-1] for s in pred["sources"]} <= {"tarsk.md", "brenn.md"}
+            else:
+                assert pred["steps"] and all("action" in step for step in pred["steps"])
+
+
+def test_rag_system_without_an_index_is_a_usage_error(settings):
+    from agentstack.errors import InvalidRequestError
+    from agentstack.evaluation.systems import build_system
+
+    with pytest.raises(InvalidRequestError, match="needs `index`"):
+        build_system({"kind": "rag"}, SystemContext(settings, client=object()))
