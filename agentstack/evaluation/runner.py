@@ -186,7 +186,7 @@ async def run_suite(suite: Suite, settings: Any, *, suite_dir: Path = Path("."),
     done = read_checkpoint(ckpt_path)
     run_meta = read_json(run_dir / "run.json", None) or {"run_id": run_id, "created_at": now_iso(),
                                                           "identity": identity, "sessions": []}
-    session = {"started_at": now_iso(), "machine_start": machine(), "limit": limit}
+    session = {"started_at": now_iso(), "machine_start": machine(), "limit": limit, "wall_s": 0.0, "answered": 0}
     run_meta["sessions"].append(session)
     atomic_write_json(run_dir / "run.json", run_meta)
 
@@ -208,6 +208,9 @@ async def run_suite(suite: Suite, settings: Any, *, suite_dir: Path = Path("."),
         done[ex.id] = record
         load_samples.append(os.getloadavg()[0])
         finished += 1
+        # The session's time so far, so a killed run still knows what its examples cost.
+        session.update({"wall_s": time.perf_counter() - started, "answered": session.get("answered", 0) + 1})
+        atomic_write_json(run_dir / "run.json", run_meta)
         if progress:
             progress(finished, total)
 
@@ -225,6 +228,8 @@ async def run_suite(suite: Suite, settings: Any, *, suite_dir: Path = Path("."),
     for name in judges:
         judges[name].update(trust.get(name, {}))
     latencies = [r["scores"].get("latency_s") for r in ok]
+    total_wall = sum(s.get("wall_s") or 0.0 for s in run_meta["sessions"])
+    total_answered = sum(s.get("answered") or 0 for s in run_meta["sessions"])
     report = {
         "schema": REPORT_SCHEMA, "run_id": run_id, "suite": suite.model_dump(), "system": system.describe(),
         "dataset": {"adapter": suite.dataset.adapter, "path": str(path), "selected": total, "limit": limit},
@@ -234,8 +239,9 @@ async def run_suite(suite: Suite, settings: Any, *, suite_dir: Path = Path("."),
         "metrics": aggregate(ok, suite.group_by), "corpus": corpus_scores(specs, pairs),
         "judges": judges, "judge_panel": ({**panel.describe(), **panel.stats.as_dict()} if panel else None),
         "timing": {"session_wall_s": wall, "answered_this_session": len(todo),
-                   "wall_s_per_example": wall / len(todo) if todo else None,
-                   "total_wall_s": sum(s.get("wall_s", 0.0) for s in run_meta["sessions"]),
+                   # over every session that answered something (interrupted ones included)
+                   "wall_s_per_example": (total_wall / total_answered) if total_answered else None,
+                   "total_wall_s": total_wall,
                    "mean_latency_s": sum(latencies) / len(latencies) if latencies else None,
                    "concurrency": ctx.concurrency, "sessions": len(run_meta["sessions"]),
                    "machine_start": session["machine_start"], "machine_end": session["machine_end"],

@@ -99,6 +99,13 @@ def test_resume_after_interruption_skips_finished_examples(settings, tmp_path):
     out = run(settings, path, engine2)
     assert out.answered == 8 - len(saved)
     assert out.report["n"] == 8 and out.report["timing"]["sessions"] == 2
+    # The interrupted session's time and count were kept, so the cost per example covers both.
+    sessions = json.loads((ckpt.parent / "run.json").read_text())["sessions"]
+    assert sessions[0]["answered"] >= 3 and sessions[0]["wall_s"] > 0 and sessions[0].get("finished_at") is None
+    timing = out.report["timing"]
+    assert timing["total_wall_s"] == pytest.approx(sessions[0]["wall_s"] + sessions[1]["wall_s"])
+    assert timing["wall_s_per_example"] == pytest.approx(
+        timing["total_wall_s"] / (sessions[0]["answered"] + sessions[1]["answered"]))
     answered_inputs = {r.messages[-1]["content"] for r in engine2.requests if r.structured is None}
     assert not answered_inputs & {f"question {i[1:]} about the weather today" for i in saved}
 
@@ -134,8 +141,8 @@ def test_suite_validation_errors(tmp_path, settings):
     path = write_suite(tmp_path, system={"kind": "plain", "prompt": "{question} in {nope}"}, metrics=[])
     out = run(settings, path, FakeEngine(), limit=1)
     assert "{nope}" in out.report["errors"][0]["error"]
-    with pytest.raises(InvalidRequestError, match="unknown system kind 'rag'"):
-        build_system({"kind": "rag"}, SystemContext(settings, client=EngineClient(FakeEngine())))
+    with pytest.raises(InvalidRequestError, match="unknown system kind 'retrieval'"):
+        build_system({"kind": "retrieval"}, SystemContext(settings, client=EngineClient(FakeEngine())))
 
 
 def test_system_registry_takes_new_kinds(settings, tmp_path):
