@@ -11,7 +11,8 @@ training pool; a disjoint held-out set is never voted on) through ``/v1/chat/com
   model writes ~75 words, so with n=2 one question rarely yields both kinds).
 
 Rounds (each from the base model, ``init_from=base``, so the methods are compared on equal terms):
-DPO on the pairs; KTO on the same votes taken as unpaired thumbs (it never sees which answers were
+DPO on the pairs, once per ``--dpo-betas`` value (0.1 then 0.5: the gate's KL check against the
+KL strength chosen); KTO on the same votes taken as unpaired thumbs (it never sees which answers were
 siblings); RLHF on the thumbs (reward model + RLOO, KL penalty beta > 0). On a 2-core machine
 shared with other work, sizes are kept small (see ``--help``); the figures say so.
 Each round is submitted with ``POST /v1/admin/alignment/jobs`` and the time to the recorded gate
@@ -22,7 +23,7 @@ the KL the RLOO trainer logged. Prints a table and writes ``bench/results/alignm
 with the machine and its load average.
 
     .venv/bin/python bench/alignment_loop.py [--quick] [--pairs 200] [--heldout 60] [--threads 2]
-                                             [--only dpo,kto,rlhf,constitution]
+                                             [--only dpo,kto,rlhf,constitution] [--dpo-betas 0.1,0.5]
 """
 
 from __future__ import annotations
@@ -328,9 +329,17 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                                              32 if q else 64, "beta": 0.05, "learning_rate": 5e-5,
                                              "max_length": args.max_length, "rm_max_steps": 4 if q else 40}},
             }
-            for name in ("dpo", "kto", "rlhf"):
-                if name not in only:
-                    continue
+            # DPO once per --dpo-betas value: the first as "dpo", the others as "dpo_beta<b>", so the
+            # gate's KL check is seen against the KL strength the operator chose.
+            betas = [float(b) for b in args.dpo_betas.split(",") if b.strip()]
+            dpo = rounds.pop("dpo")
+            names = []
+            for i, b in enumerate(betas):
+                name = "dpo" if i == 0 else f"dpo_beta{b:g}"
+                rounds[name] = {**dpo, "hyperparameters": {**dpo["hyperparameters"], "beta": b}}
+                names.append(name)
+            names = (names if "dpo" in only else []) + [n for n in ("kto", "rlhf") if n in only]
+            for name in names:
                 out = bench.round(srv.url, name, rounds[name])
                 if out.get("version"):
                     loaded = bench.ensure_loaded(srv.url, out["version"], settings.registry_path)
@@ -373,16 +382,15 @@ def table(result: dict[str, Any]) -> str:
     m = result["machine"]
     head = (f"rule: {result['rule']}; base {result.get('base_model')}; machine {m['cpus']} CPUs, load "
             f"{tuple(round(x, 2) for x in m['loadavg_at_start'])} → {tuple(round(x, 2) for x in m['loadavg_at_end'])}")
-    columns = (f"{'round':<13}{'rule-following before':<30}{'after':<30}{'KL vs base':>11}{'gate':>8}"
+    columns = (f"{'round':<15}{'rule-following before':<30}{'after':<30}{'KL vs base':>11}{'gate':>8}"
                f"{'promoted':>10}{'s to gate':>10}")
     lines = [head, columns]
-    for name in ("dpo", "kto", "rlhf"):
-        r = result["rounds"].get(name)
-        if not r:
+    for name, r in result["rounds"].items():
+        if name == "constitution":
             continue
         kl = r.get("kl_vs_base")
         passed = (r.get("gate") or {}).get("passed", "-")
-        lines.append(f"{name:<13}{pct(result.get('before')):<30}{pct(r.get('after')):<30}"
+        lines.append(f"{name:<15}{pct(result.get('before')):<30}{pct(r.get('after')):<30}"
                      f"{'-' if kl is None else f'{kl:.4f}':>11}{passed!s:>8}"
                      f"{r.get('promotion')!s:>10}{r.get('seconds_to_gate_decision') or 0:>10.0f}")
     c = result["rounds"].get("constitution")
@@ -402,6 +410,8 @@ if __name__ == "__main__":
     parser.add_argument("--heldout", type=int, default=40, help="held-out questions for the rule measurement")
     parser.add_argument("--constitution", type=int, default=40, help="AdvBench train prompts revised")
     parser.add_argument("--safety", type=int, default=30, help="AdvBench test / XSTest safe prompts measured")
+    parser.add_argument("--dpo-betas", default="0.1,0.5",
+                        help="one DPO round per KL strength (comma-separated; the first is reported as 'dpo')")
     parser.add_argument("--kto-steps", type=int, default=50, help="KTO steps (batch 4)")
     parser.add_argument("--rl-steps", type=int, default=15, help="RLOO steps (2 prompts x 4 samples each)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (engine and training worker)")
