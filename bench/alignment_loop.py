@@ -326,7 +326,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                          "thresholds": {"min_pairs": min(50, sizes["pairs"] // 2)}, **common,
                          "hyperparameters": {"init_from": "base", "max_steps": 4 if q else args.rl_steps,
                                              "batch_size": 8, "num_generations": 4, "max_completion_length":
-                                             32 if q else 64, "beta": 0.05, "learning_rate": 5e-5,
+                                             32 if q else 64, "beta": 0.05, "learning_rate": args.rl_lr,
                                              "max_length": args.max_length, "rm_max_steps": 4 if q else 40}},
             }
             # DPO once per --dpo-betas value: the first as "dpo", the others as "dpo_beta<b>", so the
@@ -414,6 +414,7 @@ if __name__ == "__main__":
                         help="one DPO round per KL strength (comma-separated; the first is reported as 'dpo')")
     parser.add_argument("--kto-steps", type=int, default=50, help="KTO steps (batch 4)")
     parser.add_argument("--rl-steps", type=int, default=15, help="RLOO steps (2 prompts x 4 samples each)")
+    parser.add_argument("--rl-lr", type=float, default=5e-5, help="RLOO learning rate (LoRA)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (engine and training worker)")
     parser.add_argument("--siblings", type=int, default=4, help="answers sampled per question in phase A")
     parser.add_argument("--max-length", type=int, default=192, help="training tokens per prompt + answer")
