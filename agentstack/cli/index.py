@@ -124,12 +124,14 @@ def create(name: str = typer.Argument(..., help="Index name."),
 @index_app.command("add")
 def add(name: str = typer.Argument(...),
         paths: list[Path] = typer.Argument(None, help="Files or directories (default: the spec's sources)."),
+        prune: bool = typer.Option(False, "--prune", help="Also delete documents whose files vanished from these "
+                                   "sources (or whose records left a JSONL file)."),
         as_json: bool = JsonOpt) -> None:
-    """Add or update documents; unchanged ones are skipped."""
+    """Add or update documents; unchanged ones are skipped. With --prune, the index follows deletions too."""
     with _errors(as_json):
         manager = _manager()
         with _progress(not as_json) as progress:
-            report = manager.add(name, paths or None, progress=progress)
+            report = manager.add(name, paths or None, prune=prune, progress=progress)
     _print_report(report, as_json)
 
 

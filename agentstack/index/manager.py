@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -211,7 +212,7 @@ class IndexManager:
             yield from load_file(path, metadata=source.metadata, encoding=source.encoding, max_bytes=max_bytes)
 
     def _run(self, name: str, items: Callable[[IndexSpec], Iterable[Document | LoadFailure]],
-             progress: Progress | None) -> IngestReport:
+             progress: Progress | None, prune: Callable[[Any], list[str]] | None = None) -> IngestReport:
         index = self.open(name)
         spec = self._stored_spec(index)
         with index.store.writer(self.lock_timeout) as writer:
@@ -238,22 +239,42 @@ class IndexManager:
                                       commit_every=spec.limits.commit_every_chunks, progress=progress)
             report = pipeline.run(writer, items(spec), index=name, config=write_config)
             report.notes = notes + report.notes
+            stale = prune(writer) if prune else []
+            if stale:  # one more version, after the ingest's own: a crash between them loses nothing
+                report.generation = writer.commit(deletes=stale, report={"kind": "prune", "deleted": len(stale)})
+                report.deleted = stale
             if report.generation is None:
                 report.generation = writer.generation
         return report
 
     def add(self, name: str, paths: Sequence[str | Path] | None = None, *, sources_from: IndexSpec | None = None,
-            progress: Progress | None = None) -> IngestReport:
+            prune: bool = False, progress: Progress | None = None) -> IngestReport:
         """Ingest ``paths`` (default: the sources of the index's spec, or of ``sources_from``) into
-        ``name``: new documents are added, changed ones replaced, unchanged ones skipped."""
+        ``name``: new documents are added, changed ones replaced, unchanged ones skipped.
 
-        def items(spec: IndexSpec) -> Iterable[Document | LoadFailure]:
+        ``prune`` also deletes the documents these sources no longer hold (see :func:`stale_documents`):
+        files that vanished from a scanned directory, records gone from a JSONL file. A file that
+        failed to load and a source that is missing altogether (an unmounted disk?) keep theirs."""
+        scanned: list[Source] = []
+        loaded: set[str] = set()
+        failed: set[str] = set()
+
+        def items(spec: IndexSpec) -> Iterator[Document | LoadFailure]:
             if sources_from is not None:
                 spec = spec.model_copy(update={"sources": sources_from.sources, "base_dir": sources_from.base_dir})
             sources = spec.with_paths(list(paths)).resolved_sources() if paths else spec.resolved_sources()
-            return self._items(sources, spec.limits.max_file_bytes, progress)
+            scanned.extend(sources)
+            for item in self._items(sources, spec.limits.max_file_bytes, progress):
+                if isinstance(item, LoadFailure):
+                    failed.add(item.source)
+                else:
+                    loaded.add(item.doc_id)
+                yield item
 
-        return self._run(name, items, progress)
+        def stale(writer: Any) -> list[str]:
+            return stale_documents(writer.live_documents(), scanned, loaded, failed)
+
+        return self._run(name, items, progress, prune=stale if prune else None)
 
     def add_bytes(self, name: str, files: Sequence[tuple[str, bytes]], *, metadata: dict[str, Any] | None = None,
                   progress: Progress | None = None) -> IngestReport:
@@ -389,3 +410,49 @@ def ensure_demo_index(settings: Settings, *, embedder: Embedder | None = None,
         log.info("demo index: %d added, %d updated, %d chunks", len(report.added), len(report.updated),
                  report.chunks)
     return report
+
+
+def stale_documents(rows: Iterable[Any], sources: Sequence[Source], loaded: set[str],
+                    failed: set[str]) -> list[str]:
+    """Ids of the live documents (``rows``) that ``sources`` cover but no longer hold.
+
+    A document is covered when its source file is a scanned file source, or lies under a scanned
+    directory and passes that source's include/exclude globs. It is stale when it is covered and
+    was not loaded in this scan: its file vanished, or its record left a JSONL file (a record's
+    source is ``file.jsonl#id`` or ``file.jsonl:line``). Kept: uploads,
+    documents of a file that failed to load this time (a JSONL line failure counts for its file),
+    and everything under a source that is missing altogether."""
+    from agentstack.ingest.sources import matches
+
+    def file_of(source: str) -> str:  # a JSONL record's source is "file.jsonl#id" or "file.jsonl:line"
+        m = re.match(r"(.*\.jsonl)(?:#.*|:\d+)\Z", source, re.IGNORECASE | re.DOTALL)
+        return m.group(1) if m else source
+
+    failed_files = {file_of(f) for f in failed}
+    roots = [(Path(os.path.abspath(s.path)), s) for s in sources if s.path.exists()]
+
+    def covered(file: Path) -> bool:
+        for root, source in roots:
+            if not root.is_dir():
+                if file == root:
+                    return True
+                continue
+            try:
+                rel = file.relative_to(root).as_posix()
+            except ValueError:
+                continue
+            parts = rel.split("/")
+            if any(matches("/".join(parts[:i]), source.exclude) for i in range(1, len(parts))):
+                continue  # under an excluded directory: walk() never descends there
+            if matches(rel, source.include) and not matches(rel, source.exclude):
+                return True
+        return False
+
+    out = []
+    for row in rows:
+        source = file_of(row["source"])
+        if row["doc_id"] in loaded or source in failed_files or not os.path.isabs(source):
+            continue
+        if covered(Path(source)):
+            out.append(row["doc_id"])
+    return out

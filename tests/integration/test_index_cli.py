@@ -39,6 +39,13 @@ def test_cli_commands_and_exit_codes(tmp_path: Path):
     (corpus / "broken.pdf").unlink()
     code, out = run("add", "drinks", "--json")
     assert code == 0 and len(out["unchanged"]) == 2 and not out["added"]
+    (corpus / "juice.md").write_text("# Juice\n\nOrange juice is squeezed from fresh oranges.\n")
+    assert run("add", "drinks", "--json")[1]["added"]
+    (corpus / "juice.md").unlink()
+    code, out = run("add", "drinks", "--json")  # a vanished file stays without --prune
+    assert code == 0 and not out["deleted"] and len(out["unchanged"]) == 2
+    code, out = run("add", "drinks", "--prune", "--json")
+    assert code == 0 and len(out["deleted"]) == 1 and len(out["unchanged"]) == 2
 
     code, out = run("search", "drinks", "how is coffee made", "--k", "1", "--mode", "dense", "--json")
     assert code == 0 and out["hits"][0]["title"] == "Coffee"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -104,6 +105,42 @@ def test_incremental_add_update_delete(manager, tmp_path):
         manager.delete("kb", "no-such-doc")
     assert index.verify().ok, index.verify().issues
     assert index.stats()["chunks"] == index.store.snapshot().vectors.ntotal
+
+
+def test_prune_follows_deletions_and_loses_nothing_else(manager, tmp_path):
+    root = tmp_path / "corpus"
+    create_kb(manager, root)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "notes.txt").write_text("Kept notes about tide pools, anemones and hermit crabs on a rocky shore.\n")
+    [notes] = manager.add("kb", [other]).added  # a document from outside the spec's sources
+    index = manager.open("kb")
+
+    def live() -> dict[str, str]:  # doc id -> file name
+        return {d["doc_id"]: Path(d["source"]).name for d in index.documents(limit=50)[0]}
+
+    before = live()
+    cats = next(i for i, f in before.items() if f == "cats.md")
+    (root / "cats.md").unlink()
+    kept = manager.add("kb")  # without --prune a vanished file stays
+    assert not kept.deleted and cats in live()
+
+    (root / "places.jsonl").write_text(json.dumps({"id": "eiffel", "text": "The Eiffel Tower stands in Paris "
+                                                   "and was completed in 1889.", "topic": "landmark"}) + "\n")
+    (root / "bread.txt").write_bytes(b"")  # fails to load this time (empty): its document stays
+    pruned = manager.add("kb", prune=True)
+    assert sorted(pruned.deleted) == sorted([cats, "wall"]), pruned.to_dict()
+    assert [f.source for f in pruned.failures] == [str(root / "bread.txt")]
+    after = live()
+    assert after == {i: f for i, f in before.items() if i not in (cats, "wall")}
+    assert notes in after and "bread.txt" in after.values() and "eiffel" in after
+    assert "wall" not in {h.doc_id for h in index.search("Great Wall of China fortifications", k=10, mode="hybrid")}
+    assert pruned.generation == index.manifest()["generation"] and index.verify().ok
+
+    shutil.rmtree(root)  # a source missing altogether (an unmounted disk?) is reported, and nothing is deleted
+    gone = manager.add("kb", prune=True)
+    assert not gone.deleted and [f.code for f in gone.failures] == ["missing"]
+    assert live() == after
 
 
 def test_bad_input_is_reported_per_file_and_the_rest_ingests(manager, tmp_path):
