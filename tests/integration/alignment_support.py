@@ -3,8 +3,11 @@ with votes, random LoRA adapters registered as versions, and polling a job."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,26 @@ def fast_alignment(**overrides: Any) -> dict[str, Any]:
             "heldout_limit": 2, "max_new_tokens": 16, "safety_max_new_tokens": 16, "win_rate_scorer": "none",
             "max_kl": 1.0, "max_ppl_ratio": 2.0, **overrides.pop("gate", {})}
     return {"worker_threads": 1, "poll_s": 0.3, "cancel_grace_s": 5.0, "gate": gate, **overrides}
+
+
+@contextlib.contextmanager
+def alignment_server(engine: Any, data_dir: Path, **alignment: Any) -> Iterator[Any]:
+    """A live server on the shared engine with these ``alignment`` settings. On exit the base
+    model serves again and every adapter the module loaded is unloaded, so the next module starts
+    from the base."""
+    from server.app import create_app
+    from tests.conftest import LiveServer, make_settings
+
+    settings = make_settings(data_dir, alignment=alignment)
+    with LiveServer(create_app(settings, engine=engine)) as srv:
+        try:
+            yield srv
+        finally:
+            router = srv.app.state.services.router
+            if router.active != engine.base_name:
+                router.activate(engine.base_name)
+            for name in [v for v in router.versions() if v != engine.base_name]:
+                asyncio.run(engine.unload_adapter(name))
 
 
 def seed_siblings(db: Any, n: int, *, key: str = "app1", users: int = 3) -> list[tuple[str, str, str]]:

@@ -12,23 +12,15 @@ import httpx
 import pytest
 
 from tests.conftest import OPERATOR_KEY
-from tests.integration.alignment_support import APP, OP, random_adapter, register
+from tests.integration.alignment_support import APP, OP, alignment_server, random_adapter, register
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def server(embedded_engine, tmp_path_factory):
-    from server.app import create_app
-    from tests.conftest import LiveServer, make_settings
-
-    settings = make_settings(tmp_path_factory.mktemp("deploy"), alignment={"max_loaded_versions": 3})
-    with LiveServer(create_app(settings, engine=embedded_engine)) as srv:
+    with alignment_server(embedded_engine, tmp_path_factory.mktemp("deploy"), max_loaded_versions=3) as srv:
         yield srv
-        svc = srv.app.state.services
-        svc.router.activate(embedded_engine.base_name)
-        for name in [v for v in svc.router.versions() if v != embedded_engine.base_name]:
-            asyncio.run(embedded_engine.unload_adapter(name))
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 from tests.integration.alignment_support import (
     APP,
     OP,
+    alignment_server,
     fast_alignment,
     seed_siblings,
     tiny_job,
@@ -28,11 +29,7 @@ LONG = {"hyperparameters": {"max_steps": 10_000}, "thresholds": {"scrub_pii": Fa
 
 @pytest.fixture(scope="module")
 def server(embedded_engine, tmp_path_factory):
-    from server.app import create_app
-    from tests.conftest import LiveServer, make_settings
-
-    settings = make_settings(tmp_path_factory.mktemp("align-faults"), alignment=fast_alignment())
-    with LiveServer(create_app(settings, engine=embedded_engine)) as srv:
+    with alignment_server(embedded_engine, tmp_path_factory.mktemp("align-faults"), **fast_alignment()) as srv:
         vote_all(srv.url, seed_siblings(srv.app.state.services.db, 8))
         yield srv
 

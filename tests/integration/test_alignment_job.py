@@ -13,6 +13,7 @@ import pytest
 from tests.integration.alignment_support import (
     APP,
     OP,
+    alignment_server,
     fast_alignment,
     seed_siblings,
     tiny_job,
@@ -25,20 +26,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def server(embedded_engine, tmp_path_factory):
-    from server.app import create_app
-    from tests.conftest import LiveServer, make_settings
-
-    settings = make_settings(tmp_path_factory.mktemp("align-job"), alignment=fast_alignment(keep_datasets=True))
-    with LiveServer(create_app(settings, engine=embedded_engine)) as srv:
+    with alignment_server(embedded_engine, tmp_path_factory.mktemp("align-job"),
+                          **fast_alignment(keep_datasets=True)) as srv:
         yield srv
-        base = embedded_engine.base_name
-        svc = srv.app.state.services
-        if svc.router.active != base:
-            svc.router.activate(base)
-        for name in [v for v in svc.router.versions() if v != base]:
-            import asyncio
-
-            asyncio.run(embedded_engine.unload_adapter(name))
 
 
 @pytest.fixture(scope="module")

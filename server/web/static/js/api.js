@@ -151,6 +151,27 @@ export async function signOut() {
   }
 }
 
+/**
+ * Page start shared by the signed-in pages: load the session, send a visitor with none to the
+ * sign-in page (coming back to this page afterwards), wire the header. Resolves to the session, or
+ * to null when the page must not go on (redirected, or the error was shown with showError).
+ */
+export async function startPage(showError) {
+  let who;
+  try {
+    who = await loadSession();
+  } catch (err) {
+    showError(err);
+    return null;
+  }
+  if (!who) {
+    window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname)}`);
+    return null;
+  }
+  wireHeader(who);
+  return who;
+}
+
 /** Header chrome shared by the pages: who is signed in, the nav and the sign-out button. */
 export function wireHeader(who) {
   const label = document.getElementById("who");

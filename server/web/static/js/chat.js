@@ -2,7 +2,7 @@
 // picker, generation settings, sources, ReAct steps, thumbs with comment/correction, regenerate,
 // and the conversation history. Every model or document text is written as text nodes.
 
-import { ApiError, del, get, loadSession, plainMessage, post, stream, wireHeader } from "./api.js";
+import { ApiError, del, get, plainMessage, post, startPage, stream } from "./api.js";
 import { $, $$, clear, confirmDialog, fmtTime, h, replace, s } from "./dom.js";
 import { renderAnswer, sourceAnchor } from "./render.js";
 
@@ -427,18 +427,8 @@ function keys(ev) {
 
 // -- start ----------------------------------------------------------------------------------------
 async function main() {
-  let who;
-  try {
-    who = await loadSession();
-  } catch (err) {
-    showError(err);
-    return;
-  }
-  if (!who) {
-    window.location.assign("/login?next=/");
-    return;
-  }
-  wireHeader(who);
+  const who = await startPage(showError);
+  if (!who) return;
   await loadIndexes(who);
   restoreSettings();
   describeMode();

@@ -1,7 +1,7 @@
 // The operator console: one section visible at a time, chosen by the URL's hash; each section
 // loads its data when shown and stops its polling when hidden.
 
-import { loadSession, wireHeader } from "../api.js";
+import { startPage } from "../api.js";
 import { $, $$ } from "../dom.js";
 import * as audit from "./audit.js";
 import * as evals from "./evals.js";
@@ -34,18 +34,7 @@ async function route() {
 }
 
 async function main() {
-  let who;
-  try {
-    who = await loadSession();
-  } catch (err) {
-    showError(err);
-    return;
-  }
-  if (!who) {
-    window.location.assign("/login?next=/admin");
-    return;
-  }
-  wireHeader(who);
+  if (!(await startPage(showError))) return;
   for (const mod of Object.values(SECTIONS)) mod.init?.();
   window.addEventListener("hashchange", async () => {
     await route();
