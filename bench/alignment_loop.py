@@ -24,6 +24,7 @@ with the machine and its load average.
 
     .venv/bin/python bench/alignment_loop.py [--quick] [--pairs 200] [--heldout 60] [--threads 2]
                                              [--only dpo,kto,rlhf,constitution] [--dpo-betas 0.1,0.5]
+                                             [--rl-steps 30] [--rl-lr 2e-4] [--rl-beta 0.2]
 """
 
 from __future__ import annotations
@@ -326,7 +327,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                          "thresholds": {"min_pairs": min(50, sizes["pairs"] // 2)}, **common,
                          "hyperparameters": {"init_from": "base", "max_steps": 4 if q else args.rl_steps,
                                              "batch_size": 8, "num_generations": 4, "max_completion_length":
-                                             32 if q else 64, "beta": 0.05, "learning_rate": args.rl_lr,
+                                             32 if q else 64, "beta": args.rl_beta, "learning_rate": args.rl_lr,
                                              "max_length": args.max_length, "rm_max_steps": 4 if q else 40}},
             }
             # DPO once per --dpo-betas value: the first as "dpo", the others as "dpo_beta<b>", so the
@@ -413,8 +414,9 @@ if __name__ == "__main__":
     parser.add_argument("--dpo-betas", default="0.1,0.5",
                         help="one DPO round per KL strength (comma-separated; the first is reported as 'dpo')")
     parser.add_argument("--kto-steps", type=int, default=50, help="KTO steps (batch 4)")
-    parser.add_argument("--rl-steps", type=int, default=15, help="RLOO steps (2 prompts x 4 samples each)")
-    parser.add_argument("--rl-lr", type=float, default=5e-5, help="RLOO learning rate (LoRA)")
+    parser.add_argument("--rl-steps", type=int, default=30, help="RLOO steps (2 prompts x 4 samples each)")
+    parser.add_argument("--rl-lr", type=float, default=2e-4, help="RLOO learning rate (LoRA)")
+    parser.add_argument("--rl-beta", type=float, default=0.2, help="RLOO KL penalty to the reference (> 0)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (engine and training worker)")
     parser.add_argument("--siblings", type=int, default=4, help="answers sampled per question in phase A")
     parser.add_argument("--max-length", type=int, default=192, help="training tokens per prompt + answer")
