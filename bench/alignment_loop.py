@@ -54,11 +54,12 @@ MEASURE = {"temperature": 0.0, "max_tokens": 96, "repetition_penalty": 1.1}
 LIMIT_WORDS = 60
 
 
-def save_partial(args: argparse.Namespace, result: dict[str, Any]) -> None:
-    """After each round, so a run stopped part-way keeps what it measured (``"complete": false``)."""
+def save(args: argparse.Namespace, result: dict[str, Any], *, complete: bool = False) -> None:
+    """Write the results; after each round too, so a run stopped part-way keeps what it measured
+    (``"complete": false``). ``--quick`` measures nothing and writes nothing."""
     if not args.quick:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({**result, "complete": False}, indent=2, default=str))
+        Path(args.out).write_text(json.dumps({**result, "complete": complete}, indent=2, default=str))
 
 
 def follows_rule(text: str) -> bool:
@@ -351,7 +352,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 shown = {k: out.get(k) for k in ("status", "error", "version", "promotion", "after", "kl_vs_base",
                                                  "seconds_to_gate_decision")}
                 print(f"{name}: {json.dumps(shown, default=str)}", flush=True)
-                save_partial(args, result)
+                save(args, result)
         if "constitution" in only:
             before = bench.measure_safety(srv.url, base, adv_test, xs_safe)
             spec = {"method": "dpo", "data": {"feedback": False, "constitution": {"limit": sizes["constitution"],
@@ -365,7 +366,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     httpx.post(f"{srv.url}/v1/unload_lora_adapter", headers=OP, json={"lora_name": out["version"]})
             result["rounds"]["constitution"] = out
             print(f"constitution: {json.dumps(out, default=str)[:1500]}", flush=True)
-            save_partial(args, result)
+            save(args, result)
     asyncio.run(engine.aclose())
     result["machine"]["loadavg_at_end"] = os.getloadavg()
     result["machine"]["loadavg_during_rounds"] = [list(la) for _, la in bench.loads[:: max(1, len(bench.loads) // 20)]]
@@ -429,7 +430,6 @@ if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     res = main(args)
     print(table(res))
+    save(args, res, complete=True)
     if not args.quick:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({**res, "complete": True}, indent=2, default=str))
         print(f"wrote {args.out}")

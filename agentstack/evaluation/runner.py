@@ -209,7 +209,7 @@ async def run_suite(suite: Suite, settings: Any, *, suite_dir: Path = Path("."),
         load_samples.append(os.getloadavg()[0])
         finished += 1
         # The session's time so far, so a killed run still knows what its examples cost.
-        session.update({"wall_s": time.perf_counter() - started, "answered": session.get("answered", 0) + 1})
+        session.update({"wall_s": time.perf_counter() - started, "answered": session["answered"] + 1})
         atomic_write_json(run_dir / "run.json", run_meta)
         if progress:
             progress(finished, total)

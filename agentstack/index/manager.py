@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -39,9 +38,9 @@ from agentstack.index.spec import IndexSpec, PiiSpec, check_name, find_spec, loa
 from agentstack.index.store import MANIFEST, IndexStore, check_embedder
 from agentstack.ingest.chunking import Chunker, ChunkingConfig
 from agentstack.ingest.documents import Document, LoadFailure
-from agentstack.ingest.loaders import load_bytes, load_file, source_files
+from agentstack.ingest.loaders import file_of, load_bytes, load_file, source_files
 from agentstack.ingest.pipeline import IngestPipeline, IngestReport, Progress
-from agentstack.ingest.sources import Source
+from agentstack.ingest.sources import Source, covers
 
 if TYPE_CHECKING:
     from agentstack.config import Settings
@@ -416,43 +415,17 @@ def stale_documents(rows: Iterable[Any], sources: Sequence[Source], loaded: set[
                     failed: set[str]) -> list[str]:
     """Ids of the live documents (``rows``) that ``sources`` cover but no longer hold.
 
-    A document is covered when its source file is a scanned file source, or lies under a scanned
-    directory and passes that source's include/exclude globs. It is stale when it is covered and
-    was not loaded in this scan: its file vanished, or its record left a JSONL file (a record's
-    source is ``file.jsonl#id`` or ``file.jsonl:line``). Kept: uploads,
-    documents of a file that failed to load this time (a JSONL line failure counts for its file),
-    and everything under a source that is missing altogether."""
-    from agentstack.ingest.sources import matches
-
-    def file_of(source: str) -> str:  # a JSONL record's source is "file.jsonl#id" or "file.jsonl:line"
-        m = re.match(r"(.*\.jsonl)(?:#.*|:\d+)\Z", source, re.IGNORECASE | re.DOTALL)
-        return m.group(1) if m else source
-
+    A document is covered when its file is one ``sources`` would yield (:func:`covers`). It is
+    stale when it is covered and was not loaded in this scan: its file vanished, or its record left
+    a JSONL file. Kept: uploads, documents of a file that failed to load this time (a JSONL line
+    failure counts for its file), and everything under a source that is missing altogether."""
     failed_files = {file_of(f) for f in failed}
-    roots = [(Path(os.path.abspath(s.path)), s) for s in sources if s.path.exists()]
-
-    def covered(file: Path) -> bool:
-        for root, source in roots:
-            if not root.is_dir():
-                if file == root:
-                    return True
-                continue
-            try:
-                rel = file.relative_to(root).as_posix()
-            except ValueError:
-                continue
-            parts = rel.split("/")
-            if any(matches("/".join(parts[:i]), source.exclude) for i in range(1, len(parts))):
-                continue  # under an excluded directory: walk() never descends there
-            if matches(rel, source.include) and not matches(rel, source.exclude):
-                return True
-        return False
-
+    present = [s for s in sources if s.path.exists()]
     out = []
     for row in rows:
         source = file_of(row["source"])
         if row["doc_id"] in loaded or source in failed_files or not os.path.isabs(source):
             continue
-        if covered(Path(source)):
+        if any(covers(s, Path(source)) for s in present):
             out.append(row["doc_id"])
     return out

@@ -158,6 +158,13 @@ def _markdown_title(text: str) -> str:
     return match.group(1).strip() if match else ""
 
 
+def file_of(source: str) -> str:
+    """The file a document or failure source names: a JSONL record's source is ``file.jsonl#id``
+    (or ``file.jsonl:line`` without an id, as :func:`_jsonl` writes them); others are the file."""
+    m = re.match(r"(.*\.jsonl)(?:#.*|:\d+)\Z", source, re.IGNORECASE | re.DOTALL)
+    return m.group(1) if m else source
+
+
 def _jsonl(text: str, source: str, metadata: dict[str, Any]) -> list[Loaded]:
     out: list[Loaded] = []
     for lineno, line in enumerate(text.split("\n"), start=1):

@@ -79,6 +79,27 @@ def matches(relpath: str, patterns: tuple[str, ...] | list[str]) -> bool:
     return any(glob_regex(p).match(relpath) for p in patterns)
 
 
+def selected(relpath: str, source: Source) -> bool:
+    """Whether a file at ``relpath`` (relative to the source directory) passes its globs."""
+    return matches(relpath, source.include) and not matches(relpath, source.exclude)
+
+
+def covers(source: Source, file: Path) -> bool:
+    """Whether ``walk`` (or a file source) would yield ``file`` if it existed: the source's own
+    file, or a file under its directory that passes its globs and lies in no excluded directory."""
+    root = Path(os.path.abspath(source.path))
+    if not root.is_dir():
+        return file == root
+    try:
+        rel = file.relative_to(root).as_posix()
+    except ValueError:
+        return False
+    parts = rel.split("/")
+    if any(matches("/".join(parts[:i]), source.exclude) for i in range(1, len(parts))):
+        return False  # walk() never descends into an excluded directory
+    return selected(rel, source)
+
+
 def walk(source: Source) -> Iterator[Path]:
     """Files under a directory source that pass its globs, in a stable (sorted) order."""
     root = source.path
@@ -89,5 +110,5 @@ def walk(source: Source) -> Iterator[Path]:
                              if not matches(f"{rel_dir}/{d}".lstrip("/"), source.exclude))
         for name in sorted(filenames):
             rel = f"{rel_dir}/{name}".lstrip("/")
-            if matches(rel, source.include) and not matches(rel, source.exclude):
+            if selected(rel, source):
                 yield Path(dirpath) / name
