@@ -44,6 +44,7 @@ BLANK_LINE = re.compile(r"\n[ \t]*\n")
 DELIMITER_SO_FAR = re.compile(r"^[ \t|:\-]*$")
 LINE_PREFIX = re.compile(r"(?:[ \t]*(?:>|[-+*]|\d{1,9}[.)])[ \t]*)*[ \t]*")  # container markers only
 SLOW_CHARS = frozenset("[<:|&")
+TRIGGERS = frozenset("[]()<>:|&!\\./?#@")
 
 
 @dataclass
@@ -85,24 +86,25 @@ def _skip_ws(t: str, p: int) -> tuple[int, bool]:
     return p, False
 
 
-def _destination_state(t: str, p: int) -> str:
-    """After ``](`` at ``p``: "open" while more text could still complete an inline link."""
+def _destination_end(t: str, p: int) -> int | None:
+    """After ``](`` at ``p``: where the inline link ends (after its ``)``), -1 when the text can no
+    longer be one, None while more text could still complete it."""
     n = len(t)
     p, blank = _skip_ws(t, p)
     if blank:
-        return "done"
+        return -1
     if p >= n:
-        return "open"
+        return None
     if t[p] == ")":
-        return "done"
+        return p + 1
     if t[p] == "<":
         q = p + 1
         while q < n and t[q] != ">":
             if t[q] in "\n<":
-                return "done"
+                return -1
             q += 2 if t[q] == "\\" else 1
         if q >= n:
-            return "open"
+            return None
         p = q + 1
     else:
         depth, q = 0, p
@@ -117,29 +119,33 @@ def _destination_state(t: str, p: int) -> str:
                 depth += 1
             elif c == ")":
                 if depth == 0:
-                    return "done"
+                    return q + 1
                 depth -= 1
             q += 1
         if q >= n:
-            return "open"
+            return None
         p = q
     p, blank = _skip_ws(t, p)
     if blank:
-        return "done"
+        return -1
     if p >= n:
-        return "open"
+        return None
+    if t[p] == ")":
+        return p + 1
     if t[p] in "\"'(":
         close = ")" if t[p] == "(" else t[p]
         q = p + 1
         while q < n and t[q] != close:
             if t[q] == "\n" and BLANK_LINE.match(t, q):
-                return "done"
+                return -1
             q += 2 if t[q] == "\\" else 1
         if q >= n:
-            return "open"
+            return None
         p, _ = _skip_ws(t, q + 1)
-        return "open" if p >= n else "done"
-    return "done"
+        if p >= n:
+            return None
+        return p + 1 if t[p] == ")" else -1
+    return -1
 
 
 def _close_bracket(t: str, i: int, nested: bool = True) -> int | None:
@@ -175,7 +181,7 @@ def _bracket_open(t: str, i: int) -> bool:
         return True
     c = t[after]
     if c == "(":
-        return _destination_state(t, after + 1) == "open"
+        return _destination_end(t, after + 1) is None
     if c == "[":
         return _close_bracket(t, after, nested=False) is None
     if c == ":" and LINE_PREFIX.fullmatch(t, t.rfind("\n", 0, i) + 1, i):  # a reference definition? to the blank line
@@ -228,12 +234,42 @@ def _table_hold(t: str, b: int) -> int:
     return len(t)
 
 
-def hold_start(t: str, b: int) -> int:
-    """Where in ``t`` (whose text before ``b`` is already sent) the held-back part begins."""
-    h = min(_bracket_hold(t, b), _angle_hold(t, b), _word_hold(t, b), _table_hold(t, b))
+def hold_start(t: str, b: int) -> tuple[int, bool]:
+    """Where in ``t`` (whose text before ``b`` is already sent) the held-back part begins, and
+    whether that point may fall inside a construct (a word or table hold, not an opener)."""
+    opener = min(_bracket_hold(t, b), _angle_hold(t, b))
+    other = min(_word_hold(t, b), _table_hold(t, b))
     if t.endswith(("!", "\\")):
-        h = min(h, len(t) - 1)
-    return max(h, b)
+        other = min(other, len(t) - 1)
+    return max(min(opener, other), b), other < opener
+
+
+def _construct_end(t: str, i: int) -> int:
+    """End of the complete inline link or tag starting at ``i`` (``[`` or ``<``), else -1."""
+    if t[i] == "<":
+        tag, auto = _autolink_patterns()
+        for pattern in (tag, auto):
+            m = pattern.match(t, i)
+            if m is not None:
+                return m.end()
+        return -1
+    j = _close_bracket(t, i)
+    if j is None or j < 0 or j + 1 >= len(t) or t[j + 1] != "(":
+        return -1
+    end = _destination_end(t, j + 2)
+    return -1 if end is None else end
+
+
+def _before_complete_constructs(t: str, b: int, h: int) -> int:
+    """Move a cut at ``h`` back to the start of any complete link or tag it would split."""
+    moved = True
+    while moved:
+        moved = False
+        for i in [k for k, c in enumerate(t[b:h], b) if c in "<["]:
+            if not _escaped(t, i) and _construct_end(t, i) > h:
+                h, moved = (i - 1 if i - 1 >= b and t[i - 1] == "!" else i), True
+                break
+    return h
 
 
 def _needs_parse(text: str) -> bool:
@@ -273,9 +309,10 @@ class LinkGuard:
 
     def _cut(self) -> int:
         b = len(self._tail)
+        inside = False
         for _ in range(16):
             t = self._tail + self._pending
-            h = hold_start(t, b)
+            h, inside = hold_start(t, b)
             if len(t) - h <= HOLD_LIMIT:
                 break
             if t[h] == "!" and t[h + 1:h + 2] == "[":
@@ -285,14 +322,8 @@ class LinkGuard:
             k = h - b  # a hold too long: the opener becomes literal text
             self._pending = self._pending[:k] + OPENER_ESCAPES[t[h]] + self._pending[k + 1:]
         t = self._tail + self._pending
-        if b < h < len(t) and _needs_parse(t):  # never cut through a construct already complete
-            spans = [(c.start, c.end) for c in scan(t).constructs if c.start is not None and c.end is not None]
-            moved = True
-            while moved:
-                moved = False
-                for start, end in spans:
-                    if start < h < end:
-                        h, moved = max(b, start), h != max(b, start)
+        if inside:
+            h = _before_complete_constructs(t, b, h)
         return max(0, h - b)
 
     # -- cleaning -----------------------------------------------------------------------------------
@@ -318,6 +349,9 @@ class LinkGuard:
 
     def _clean(self, ready: str) -> str:
         base, b = self._tail, len(self._tail)
+        if not any(c in TRIGGERS for c in ready) and len(base) < 2000:
+            self._tail += ready  # plain words cannot make or complete a link
+            return ready
         candidate = ready
         for _ in range(6):
             bad, starts = self._refused(base + candidate)

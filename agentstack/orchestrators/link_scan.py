@@ -24,6 +24,7 @@ This module knows nothing about allowlists or streams.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -175,11 +176,17 @@ def scan(text: str) -> Scan:
 
 
 def _hrefs(href: str, strict: MarkdownIt) -> list[str]:
+    """The readings of one destination a renderer may put in ``href``: markdown-it's (which leaves
+    references to control characters undecoded), the CommonMark spec's (which decodes them), and
+    markdown-it's normalised form (percent-encoded, punycode)."""
+    readings = [href]
+    if "&" in href:
+        readings.append(html.unescape(href))
     try:
-        normalized = strict.normalizeLink(href)
+        readings.append(strict.normalizeLink(href))
     except Exception:  # noqa: BLE001  (a destination the normaliser chokes on is judged as given)
-        normalized = href
-    return [href] if normalized == href else [href, normalized]
+        pass
+    return list(dict.fromkeys(readings))
 
 
 def _inline_constructs(token: Any, records: list[tuple[Any, ...]], mapper: _Mapper,
@@ -194,11 +201,12 @@ def _inline_constructs(token: Any, records: list[tuple[Any, ...]], mapper: _Mapp
         if name == "html_inline":
             out.append(Construct("html", s, e, tag=token.content[start:end], exact=exact))
         elif name == "autolink":
-            href = pushed[0].attrGet("href") if pushed else ""
-            email = not token.content[start + 1:end - 1].lower().startswith(tuple(f"{s}:" for s in ("http", "https"))) \
-                and "@" in token.content[start:end] and ":" not in token.content[start:end]
-            out.append(Construct("email" if email else "autolink", s, e, _hrefs(str(href), strict),
-                                 replacement=token.content[start + 1:end - 1] if email else "", exact=exact))
+            opener = next((t for t in pushed if t.type == "link_open"), None)
+            href = str(opener.attrGet("href") or "") if opener is not None else ""
+            inner = token.content[start + 1:end - 1]
+            email = href.startswith("mailto:") and not inner.lower().startswith("mailto:")
+            out.append(Construct("email" if email else "autolink", s, e, _hrefs(href, strict),
+                                 replacement=inner if email else "", exact=exact))
         else:
             attr = "href" if name == "link" else "src"
             tok = next((t for t in pushed if t.attrGet(attr) is not None), None)
