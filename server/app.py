@@ -22,7 +22,7 @@ from agentstack.config import Settings, load_settings
 from agentstack.engines.base import ChatEngine
 from agentstack.errors import ConfigError
 from server import errors
-from server.middleware import BodyLimit, RequestContext
+from server.middleware import BodyLimit, LocalHostCheck, RequestContext
 from server.services import Services
 from server.sessions import SessionStore
 
@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None, *, engine: ChatEngine | None = 
     errors.install(app)
     app.state.sessions = SessionStore(settings.auth, trusted_origins=settings.server.cors_origins)  # web sign-in
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
+    if not settings.auth.keys:  # local mode: every caller is the operator, so only loopback names may call
+        app.add_middleware(LocalHostCheck, allowed=settings.server.allowed_hosts)
     app.add_middleware(RequestContext, registry=registry)
     if settings.server.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

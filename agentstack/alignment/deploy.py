@@ -18,6 +18,10 @@ serving, and after a restart :meth:`restore` loads whatever ``active.json`` name
 is the same swap to an earlier version (default: the one before the current), allowed for any
 version that has served before, or the base model; it skips the gate.
 
+App keys may ask by name only for the active version and the versions an operator has marked
+selectable (``set_selectable``; ``registry/selectable.json``), so a rolled-back version stops
+serving them with the rollback. Operators may ask for any loaded version.
+
 This module knows nothing about HTTP or training.
 """
 
@@ -32,7 +36,7 @@ from agentstack.alignment import faults
 from agentstack.alignment.registry import ModelRegistry
 from agentstack.config import Settings
 from agentstack.errors import ConflictError, ModelNotFoundError, NotFoundError
-from agentstack.storage.files import read_json
+from agentstack.storage.files import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +144,29 @@ class Deployer:
                 log.warning("could not unload %s: %s", name, exc)
         return evicted
 
+    # -- which versions app keys may select ---------------------------------------------------------
+    def selectable(self) -> set[str]:
+        """Versions an operator has marked selectable by name for app keys (besides the active one)."""
+        return set(read_json(self._selectable_path, {}).get("versions", []))
+
+    def set_selectable(self, version: str, selectable: bool) -> dict[str, Any]:
+        """Mark ``version`` (a registry version, the base model or a loaded adapter) selectable by
+        app keys, or not. Persisted in ``registry/selectable.json``; the caller audits it."""
+        known = version == self.base or version in self.router.versions() or self.registry.exists(version)
+        if not known:
+            raise NotFoundError(f"model version {version!r} is neither loaded nor in the registry", param="version",
+                                fix="list versions with GET /v1/admin/models")
+        current = self.selectable()
+        changed = (version in current) != selectable
+        updated = (current | {version}) if selectable else (current - {version})
+        if changed:
+            atomic_write_json(self._selectable_path, {"versions": sorted(updated)})
+        return {"version": version, "selectable": selectable, "changed": changed, "selectable_versions": sorted(updated)}
+
+    @property
+    def _selectable_path(self) -> Any:
+        return self.registry.root / "selectable.json"
+
     # -- reading -------------------------------------------------------------------------------------
     def served_before(self) -> set[str]:
         out = {d.get("version") for d in self.registry.deployments()} | {d.get("previous") for d in
@@ -150,11 +177,13 @@ class Deployer:
         active = self.router.active
         loaded = set(self.router.versions())
         served = self.served_before()
+        selectable = self.selectable()
         items = [{"version": self.base, "method": None, "base_model": self.base, "gate": None, "is_base": True}]
         items += [v.summary() for v in self.registry.list()]
         for item in items:
             name = item["version"]
             item.update({"active": name == active, "loaded": name in loaded,
-                         "served_before": name in served or name == self.base, "is_base": name == self.base})
+                         "served_before": name in served or name == self.base, "is_base": name == self.base,
+                         "selectable": name == active or name in selectable})
         return {"alias": self.router.alias, "active": active, "base": self.base, "loaded": sorted(loaded),
-                "data": items, "deployments": self.registry.deployments()[-50:]}
+                "selectable": sorted(selectable), "data": items, "deployments": self.registry.deployments()[-50:]}

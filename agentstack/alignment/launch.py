@@ -11,7 +11,8 @@ and accelerate starts one process per device (``distributed_type: MULTI_GPU`` = 
 machine without GPUs a ``MULTI_GPU`` config with 2 processes runs DDP over gloo on the CPU, which
 is how the test suite proves the path.
 
-Every launched process gets the worker's thread limit (``OMP_NUM_THREADS``) and the offline flags;
+Every launched process gets the allowlisted environment of ``agentstack/child_env.py`` (no
+secrets), the worker's thread limit (``OMP_NUM_THREADS``) and the offline flags;
 it inherits the worker's process group and niceness, so cancelling the job stops it too.
 ``run`` waits for the process while calling ``on_poll`` about once a second (the worker copies the
 metrics JSONL into the job row from there).
@@ -22,7 +23,6 @@ This module knows nothing about jobs or data.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -61,11 +61,13 @@ def command(config_path: Path, *, kind: str = "process", accelerate_config: Path
 
 
 def environment(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
-                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                "PYTHONUNBUFFERED": "1", "ACCELERATE_DISABLE_RICH": "1"})
-    return env
+    """A trainer's environment: the allowlist of ``agentstack/child_env.py`` (no secrets: a trainer
+    reads its data and config from files) with the worker's thread limit and the offline flags."""
+    from agentstack.child_env import child_environment
+
+    return child_environment({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                              "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                              "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "ACCELERATE_DISABLE_RICH": "1"})
 
 
 def run(config: dict[str, Any], config_path: Path, settings: Settings, *, log_file: Any,
