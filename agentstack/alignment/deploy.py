@@ -153,7 +153,7 @@ class Deployer:
         """Mark ``version`` (a registry version, the base model or a loaded adapter) selectable by
         app keys, or not. Persisted in ``registry/selectable.json``; the caller audits it."""
         known = version == self.base or version in self.router.versions() or self.registry.exists(version)
-        if not known:
+        if selectable and not known:
             raise NotFoundError(f"model version {version!r} is neither loaded nor in the registry", param="version",
                                 fix="list versions with GET /v1/admin/models")
         current = self.selectable()

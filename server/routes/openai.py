@@ -280,6 +280,9 @@ async def unload_lora_adapter(body: LoraUnloadRequest, op: Operator, svc: Svc) -
         await asyncio.to_thread(svc.audit.record, key_id=op.key_id, action="lora.unload", target=body.lora_name,
                                 detail={"error": exc.code}, outcome="error")
         raise
+    deployer = svc.alignment.deployer
+    if body.lora_name in deployer.selectable():  # a later adapter of the same name must be marked anew
+        await asyncio.to_thread(deployer.set_selectable, body.lora_name, False)
     await asyncio.to_thread(svc.audit.record, key_id=op.key_id, action="lora.unload", target=body.lora_name)
     return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
 

@@ -107,9 +107,44 @@ def test_app_keys_cannot_select_a_rolled_back_version(deploy_server, embedded_en
     assert r.status_code == 200 and _chat(url, version, APP).status_code == 403
     assert httpx.post(f"{url}/v1/admin/models/v999-none/selectable", headers=OP).status_code == 404
     audit = deploy_server.app.state.services.audit.list(action="model.selectable")
-    assert [(a["target"], a["detail"]["selectable"], a["outcome"]) for a in audit] == [
+    assert [(a["target"], a["detail"]["selectable"], a["outcome"]) for a in audit][:3] == [
         ("v999-none", True, "error"), (version, False, "ok"), (version, True, "ok")]
     assert all(a["key_id"] == "op1" for a in audit)
+
+
+# Every operator route that acts, with a request that reaches its handler (most are refused there:
+# unknown names). A new operator route fails this test until it is listed here and audited.
+OPERATOR_ACTIONS = {
+    ("POST", "/v1/load_lora_adapter"): {"json": {"lora_name": "nope", "lora_path": "/no/such"}},
+    ("POST", "/v1/unload_lora_adapter"): {"json": {"lora_name": "nope"}},
+    ("GET", "/v1/admin/feedback/export"): None,  # audited as a read of user data; slow (PII scrubber), see feedback tests
+    ("POST", "/v1/admin/alignment/jobs"): {"json": {"method": "dpo"}},
+    ("POST", "/v1/admin/alignment/jobs/{job_id}/cancel"): {},
+    ("POST", "/v1/admin/models/{version}/promote"): {},
+    ("POST", "/v1/admin/models/rollback"): {"json": {"version": "v999-none"}},
+    ("POST", "/v1/admin/models/{version}/selectable"): {"json": {"selectable": False}},
+    ("DELETE", "/v1/admin/users/{user_id}/data"): {},
+    ("POST", "/v1/indexes/{name}/documents"): {"json": {"documents": [{"name": "a.md", "text": "x"}]}},
+    ("DELETE", "/v1/indexes/{name}/documents/{ref}"): {},
+    ("POST", "/v1/indexes/{name}/rebuild"): {},
+}
+
+
+def test_every_operator_action_is_audited_even_when_refused(deploy_server):
+    from tests.integration.test_auth_matrix import OPERATOR, ROUTES, _concrete
+
+    acting = {route for route, role in ROUTES.items() if role == OPERATOR and route[0] != "GET"}
+    assert acting <= set(OPERATOR_ACTIONS), f"list the new operator routes here: {acting - set(OPERATOR_ACTIONS)}"
+    audit = deploy_server.app.state.services.audit
+    for (method, path), request in OPERATOR_ACTIONS.items():
+        if request is None:
+            continue
+        before = len(audit.list(limit=1000))
+        r = httpx.request(method, deploy_server.url + _concrete(path), headers=OP, timeout=120, **request)
+        assert r.status_code < 500, (path, r.text)
+        after = audit.list(limit=1000)
+        assert len(after) == before + 1, f"{method} {path} ({r.status_code}) left no audit entry"
+        assert after[0]["key_id"] == "op1"
 
 
 def test_deleted_users_are_named_by_a_keyed_pseudonym(live_server):
