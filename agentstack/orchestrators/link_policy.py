@@ -6,8 +6,9 @@ uses; the end-to-end tests check its verdicts against Chromium's ``new URL(href,
 ``https://evil%2Ecom`` and IDN hosts all land on the host a browser would contact. A destination
 is allowed only when it resolves to ``http``/``https`` on the base URL's own host (a relative
 link: it stays on whatever page renders the answer) or on an allowlisted host (or a subdomain
-of one). Everything else, including ``javascript:``, ``data:``, ``mailto:``, ``file:`` and URLs
-the parser rejects, is not.
+of one), or is a plain ``mailto:`` address (no ``?subject=``/``?body=``: nothing the reader does
+not see). Everything else, including ``javascript:``, ``data:``, ``file:``, ``mailto:`` with a
+query, and URLs the parser rejects, is not.
 
 The base URL is ``https://agentstack.invalid/`` by default: a host that can never resolve
 (RFC 2606), standing for "the page that renders the answer", whose real address the guard does
@@ -55,7 +56,7 @@ URL_ATTRS = frozenset({"href", "src"})
 class Verdict:
     allowed: bool
     host: str  # the host the browser would contact, or the scheme / "invalid" when there is none
-    reason: str  # "relative", "allowlisted", "host", "scheme", "invalid", "tag", "attribute"
+    reason: str  # "relative", "allowlisted", "mailto", "host", "scheme", "invalid", "tag", "attribute"
 
 
 def normalize_host(entry: str) -> str:
@@ -117,6 +118,8 @@ def _judge(href: str, base_url: str, base_host: str, allowed: tuple[str, ...]) -
         url = URL(href, base_url)
     except ValueError:
         return Verdict(False, "invalid", "invalid")
+    if url.protocol == "mailto:" and not url.search:  # an address the reader sees, with nothing filled in
+        return Verdict(True, "mailto:", "mailto")
     if url.protocol not in SAFE_SCHEMES:
         return Verdict(False, url.protocol, "scheme")
     host = url.hostname.rstrip(".")

@@ -39,14 +39,14 @@ def test_local_mode_refuses_a_rebound_host_name(live_server):
         rebound = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
         for method, path in (("GET", "/v1/admin/feedback/export"), ("DELETE", "/v1/admin/users/alice/data"),
                              ("GET", "/v1/conversations"), ("GET", "/admin")):
-            r = httpx.request(method, srv.url + path, headers=rebound)
+            r = httpx.request(method, srv.url + path, headers=rebound, timeout=60)
             assert r.status_code == 403, (method, path, r.status_code)
             assert r.json()["error"]["code"] == "host_not_allowed"
         assert srv.app.state.services.audit.list() == []  # nothing was done
         for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"agent.lan:{port}"):
-            r = httpx.get(srv.url + "/v1/admin/audit", headers={"Host": host})
+            r = httpx.get(srv.url + "/v1/admin/audit", headers={"Host": host}, timeout=60)
             assert r.status_code == 200, host
-        assert httpx.get(srv.url + "/v1/conversations").status_code == 200  # plain local use
+        assert httpx.get(srv.url + "/v1/conversations", timeout=60).status_code == 200  # plain local use
 
 
 def _generations(svc) -> float:
@@ -58,13 +58,13 @@ def test_readyz_is_answered_from_the_servers_own_check(live_server):
     with live_server() as srv:
         svc = srv.app.state.services
         deadline = time.monotonic() + 120
-        while httpx.get(srv.url + "/readyz").status_code != 200:
+        while httpx.get(srv.url + "/readyz", timeout=60).status_code != 200:
             assert time.monotonic() < deadline, "never ready"
             time.sleep(0.2)
         before = _generations(svc)
         assert before >= 1  # the background check did generate
         for _ in range(40):
-            r = httpx.get(srv.url + "/readyz")
+            r = httpx.get(srv.url + "/readyz", timeout=60)
             assert r.status_code == 200 and r.json()["status"] == "ready"
             assert r.json()["model_version"] == "SmolLM2-135M-Instruct"
         # 40 public calls; at most one background check may have fallen in between
@@ -91,21 +91,21 @@ def test_app_keys_cannot_select_a_rolled_back_version(deploy_server, embedded_en
     assert _chat(url, version, APP).status_code == 200  # the active version, by name
     r = httpx.post(f"{url}/v1/admin/models/rollback", headers=OP, json={"version": None}, timeout=120)
     assert r.json()["active"] == "SmolLM2-135M-Instruct"
-    assert version in httpx.get(f"{url}/v1/admin/models", headers=OP).json()["loaded"]  # still loaded...
+    assert version in httpx.get(f"{url}/v1/admin/models", headers=OP, timeout=60).json()["loaded"]  # still loaded...
     refused = _chat(url, version, APP)
     assert refused.status_code == 403, refused.text  # ...but no longer for app keys
     assert "selectable" in refused.json()["error"]["message"]
-    assert version not in [m["id"] for m in httpx.get(f"{url}/v1/models", headers=APP).json()["data"]]
+    assert version not in [m["id"] for m in httpx.get(f"{url}/v1/models", headers=APP, timeout=60).json()["data"]]
     assert _chat(url, version, OP).status_code == 200  # operators keep full access
     assert _chat(url, "agentstack", APP).json()["model_version"] == "SmolLM2-135M-Instruct"
 
-    r = httpx.post(f"{url}/v1/admin/models/{version}/selectable", headers=OP, json={"selectable": True})
+    r = httpx.post(f"{url}/v1/admin/models/{version}/selectable", headers=OP, json={"selectable": True}, timeout=60)
     assert r.status_code == 200 and r.json()["changed"]
     assert _chat(url, version, APP).status_code == 200
-    assert httpx.post(f"{url}/v1/admin/models/{version}/selectable", headers=APP).status_code == 403
-    r = httpx.post(f"{url}/v1/admin/models/{version}/selectable", headers=OP, json={"selectable": False})
+    assert httpx.post(f"{url}/v1/admin/models/{version}/selectable", headers=APP, timeout=60).status_code == 403
+    r = httpx.post(f"{url}/v1/admin/models/{version}/selectable", headers=OP, json={"selectable": False}, timeout=60)
     assert r.status_code == 200 and _chat(url, version, APP).status_code == 403
-    assert httpx.post(f"{url}/v1/admin/models/v999-none/selectable", headers=OP).status_code == 404
+    assert httpx.post(f"{url}/v1/admin/models/v999-none/selectable", headers=OP, timeout=60).status_code == 404
     audit = deploy_server.app.state.services.audit.list(action="model.selectable")
     assert [(a["target"], a["detail"]["selectable"], a["outcome"]) for a in audit][:3] == [
         ("v999-none", True, "error"), (version, False, "ok"), (version, True, "ok")]
@@ -152,7 +152,7 @@ def test_deleted_users_are_named_by_a_keyed_pseudonym(live_server):
 
     key = "replica-shared-key-0123456789"
     with live_server(privacy={"pseudonym_key": key}) as srv:
-        r = httpx.delete(f"{srv.url}/v1/admin/users/alice/data", headers=OP)
+        r = httpx.delete(f"{srv.url}/v1/admin/users/alice/data", headers=OP, timeout=60)
         assert r.status_code == 200
         entry = srv.app.state.services.audit.list(action="privacy.delete_user")[0]
     unkeyed = hashlib.sha256(b"alice").hexdigest()[:16]
@@ -216,7 +216,7 @@ def test_chat_text_never_reaches_the_logs(live_server, caplog):
         assert r.status_code == 200
         answer = r.json()["answer"]
         vote = httpx.post(f"{srv.url}/v1/feedback", headers={**APP, "X-User-Id": "ottilie"},
-                          json={"response_id": r.json()["id"], "rating": "down", "comment": secret_text})
+                          json={"response_id": r.json()["id"], "rating": "down", "comment": secret_text}, timeout=60)
         assert vote.status_code == 200
     logged = "\n".join(rec.getMessage() for rec in caplog.records)
     assert "Vandersloot" not in logged and "4111" not in logged
