@@ -22,7 +22,7 @@ from agentstack.config import Settings, load_settings
 from agentstack.engines.base import ChatEngine
 from agentstack.errors import ConfigError
 from server import errors
-from server.middleware import BodyLimit, LocalHostCheck, RequestContext
+from server.middleware import BodyLimit, LocalHostCheck, RequestContext, is_loopback_name
 from server.services import Services
 from server.sessions import SessionStore
 
@@ -88,10 +88,12 @@ def create_app(settings: Settings | None = None, *, engine: ChatEngine | None = 
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    """Does binding ``host`` keep the server on this machine (names are resolved)?"""
+    if is_loopback_name(host):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ipaddress.ip_address(host)
+        return False
     except ValueError:
         try:
             return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))

@@ -10,12 +10,12 @@ behind a full queue counts against readiness once it overruns ``readiness_timeou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from agentstack import background
 from agentstack.engines.base import ChatRequest
 from agentstack.engines.params import SamplingParams
 from agentstack.errors import AgentstackError
@@ -79,12 +79,8 @@ class Readiness:
             await asyncio.sleep(self.interval_s)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="readiness")
+        self._task = background.start(self._task, self._loop(), "readiness")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await background.stop(self._task)
+        self._task = None

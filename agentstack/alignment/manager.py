@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentstack import background
 from agentstack.alignment.jobs import Job, JobStore
 from agentstack.alignment.pipeline import jobs_dir
 from agentstack.alignment.spec import JobSpec
@@ -261,14 +262,10 @@ class JobManager:
                 await asyncio.to_thread(self.audit.record, key_id="system", action=action, detail=counts)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="alignment-monitor")
+        self._task = background.start(self._task, self._loop(), "alignment-monitor")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await background.stop(self._task)
+        self._task = None
         for proc in self._procs.values():  # reap finished children; running workers carry on
             proc.poll()

@@ -86,17 +86,24 @@ def _skip_ws(t: str, p: int) -> tuple[int, bool]:
     return p, False
 
 
+def _next(t: str, p: int) -> tuple[int | None, int]:
+    """After ``(`` or a destination: (-1, p) a blank line ends it, (None, p) the text ends first,
+    (end, p) a ``)`` closes the link at ``end``, (0, p) something else comes at ``p``."""
+    p, blank = _skip_ws(t, p)
+    if blank:
+        return -1, p
+    if p >= len(t):
+        return None, p
+    return (p + 1 if t[p] == ")" else 0), p
+
+
 def _destination_end(t: str, p: int) -> int | None:
     """After ``](`` at ``p``: where the inline link ends (after its ``)``), -1 when the text can no
     longer be one, None while more text could still complete it."""
     n = len(t)
-    p, blank = _skip_ws(t, p)
-    if blank:
-        return -1
-    if p >= n:
-        return None
-    if t[p] == ")":
-        return p + 1
+    end, p = _next(t, p)
+    if end != 0:
+        return end
     if t[p] == "<":
         q = p + 1
         while q < n and t[q] != ">":
@@ -125,27 +132,21 @@ def _destination_end(t: str, p: int) -> int | None:
         if q >= n:
             return None
         p = q
-    p, blank = _skip_ws(t, p)
-    if blank:
+    end, p = _next(t, p)
+    if end != 0:
+        return end
+    if t[p] not in "\"'(":
         return -1
-    if p >= n:
+    close = ")" if t[p] == "(" else t[p]
+    q = p + 1
+    while q < n and t[q] != close:
+        if t[q] == "\n" and BLANK_LINE.match(t, q):
+            return -1
+        q += 2 if t[q] == "\\" else 1
+    if q >= n:
         return None
-    if t[p] == ")":
-        return p + 1
-    if t[p] in "\"'(":
-        close = ")" if t[p] == "(" else t[p]
-        q = p + 1
-        while q < n and t[q] != close:
-            if t[q] == "\n" and BLANK_LINE.match(t, q):
-                return -1
-            q += 2 if t[q] == "\\" else 1
-        if q >= n:
-            return None
-        p, _ = _skip_ws(t, q + 1)
-        if p >= n:
-            return None
-        return p + 1 if t[p] == ")" else -1
-    return -1
+    end, p = _next(t, q + 1)
+    return end if end != 0 else -1
 
 
 def _close_bracket(t: str, i: int, nested: bool = True) -> int | None:

@@ -21,6 +21,7 @@ from tests.integration.alignment_support import (
     register,
     seed_siblings,
     tiny_job,
+    trainer_pids,
     vote_all,
     wait_job,
 )
@@ -34,7 +35,7 @@ OP = {"Authorization": f"Bearer {OPERATOR_KEY}"}
 def test_local_mode_refuses_a_rebound_host_name(live_server):
     """After DNS rebinding, the attacker's page talks to 127.0.0.1 under its own name: Host and
     Origin both say evil.example, so the same-origin check passes; the Host allowlist does not."""
-    with live_server(auth={"keys": []}, server={"allowed_hosts": ["agent.lan"]}) as srv:
+    with live_server(auth={"keys": []}) as srv:
         port = srv.url.rsplit(":", 1)[1]
         rebound = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
         for method, path in (("GET", "/v1/admin/feedback/export"), ("DELETE", "/v1/admin/users/alice/data"),
@@ -43,7 +44,7 @@ def test_local_mode_refuses_a_rebound_host_name(live_server):
             assert r.status_code == 403, (method, path, r.status_code)
             assert r.json()["error"]["code"] == "host_not_allowed"
         assert srv.app.state.services.audit.list() == []  # nothing was done
-        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"agent.lan:{port}"):
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
             r = httpx.get(srv.url + "/v1/admin/audit", headers={"Host": host}, timeout=60)
             assert r.status_code == 200, host
         assert httpx.get(srv.url + "/v1/conversations", timeout=60).status_code == 200  # plain local use
@@ -148,34 +149,26 @@ def test_every_operator_action_is_audited_even_when_refused(deploy_server):
 
 
 def test_deleted_users_are_named_by_a_keyed_pseudonym(live_server):
-    from agentstack.feedback.privacy import pseudonym
-
-    key = "replica-shared-key-0123456789"
-    with live_server(privacy={"pseudonym_key": key}) as srv:
+    with live_server() as srv:
         r = httpx.delete(f"{srv.url}/v1/admin/users/alice/data", headers=OP, timeout=60)
         assert r.status_code == 200
         entry = srv.app.state.services.audit.list(action="privacy.delete_user")[0]
-    unkeyed = hashlib.sha256(b"alice").hexdigest()[:16]
-    assert unkeyed not in entry["target"] and "alice" not in str(entry)
-    assert entry["target"] == r.json()["user"] == pseudonym("alice", key.encode())
+        unkeyed = hashlib.sha256(b"alice").hexdigest()[:16]  # guessable ids could be looked up in a table
+        assert unkeyed not in entry["target"] and "alice" not in str(entry)
+        from agentstack.feedback.privacy import pseudonym
+
+        assert entry["target"] == r.json()["user"] == pseudonym("alice", srv.app.state.services.pseudonym_key())
+    key = "replica-shared-key-0123456789"  # replicas given one key name the user alike
+    names = []
+    for _ in range(2):
+        with live_server(privacy={"pseudonym_key": key}) as srv:
+            names.append(httpx.delete(f"{srv.url}/v1/admin/users/alice/data", headers=OP, timeout=60).json()["user"])
+    assert names[0] == names[1] == pseudonym("alice", key.encode()) != entry["target"]
 
 
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
-
-
-def _trainer_pids(job_id: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if "agentstack.alignment.train" in cmd and job_id in cmd:
-                pids.append(int(proc.name))
-    return pids
 
 
 def test_worker_and_trainer_environments_hold_no_secrets(embedded_engine, tmp_path, monkeypatch):
@@ -191,12 +184,12 @@ def test_worker_and_trainer_environments_hold_no_secrets(embedded_engine, tmp_pa
                          json=tiny_job(hyperparameters={"max_steps": 10_000}, thresholds={"scrub_pii": False})).json()
 
         def training(j: dict) -> bool:
-            return j["status"] not in ("queued", "running") or (j["stage"] == "training" and bool(_trainer_pids(j["id"])))
+            return j["status"] not in ("queued", "running") or (j["stage"] == "training" and bool(trainer_pids(j["id"])))
 
         running = wait_job(srv.url, job["id"], until=training, timeout=300)
         assert running["status"] == "running", running
         try:
-            envs = {"worker": _environ(running["pid"]), "trainer": _environ(_trainer_pids(job["id"])[0])}
+            envs = {"worker": _environ(running["pid"]), "trainer": _environ(trainer_pids(job["id"])[0])}
         finally:
             httpx.post(f"{srv.url}/v1/admin/alignment/jobs/{job['id']}/cancel", headers=OP, timeout=60)
         for who, env in envs.items():

@@ -8,8 +8,6 @@ from __future__ import annotations
 import pytest
 
 from agentstack.orchestrators.guards import AnswerGuard, GuardConfig, host_allowed
-from agentstack.orchestrators.link_guard import HOLD_LIMIT
-from agentstack.orchestrators.link_policy import LinkPolicy, normalize_host, srcset_urls
 from tests.unit.link_grid import ALLOWED, FORMS, KEEP, REMOVE, cases, linked, render, renderer, url_attributes
 
 pytestmark = pytest.mark.unit
@@ -107,6 +105,8 @@ def test_ordinary_answers_pass_unchanged(size):
 
 
 def test_a_bracket_held_too_long_is_released_as_text():
+    from agentstack.orchestrators.link_guard import HOLD_LIMIT
+
     text = "[" + "word " * (HOLD_LIMIT // 4) + "and more"
     guard = AnswerGuard(GuardConfig())
     early = "".join(guard.feed(text[i:i + 50]) for i in range(0, len(text), 50))
@@ -139,6 +139,8 @@ def test_host_matching():
 
 
 def test_allowlist_entries_are_normalised_and_checked():
+    from agentstack.orchestrators.link_policy import LinkPolicy, normalize_host
+
     assert normalize_host("Bücher.Example.") == "xn--bcher-kva.example"
     assert LinkPolicy(["bücher.example"]).judge("https://xn--bcher-kva.example/").allowed
     with pytest.raises(Exception, match="bare host"):
@@ -146,6 +148,8 @@ def test_allowlist_entries_are_normalised_and_checked():
 
 
 def test_html_tags_pass_only_with_harmless_attributes():
+    from agentstack.orchestrators.link_policy import LinkPolicy, srcset_urls
+
     policy = LinkPolicy(["ok.com"])
     assert policy.judge_tag('<a href="https://ok.com/x" title="t">').allowed
     assert policy.judge_tag("<b>").allowed and policy.judge_tag("</a>").allowed
