@@ -78,7 +78,8 @@ def test_load_use_unload_adapter(server, adapter):
     assert r.status_code == 200
     assert _chat(server, "v-test").status_code == 404
     audit = server.app.state.services.audit.list()
-    assert [a["action"] for a in audit][:3] == ["lora.unload", "model.selectable", "lora.load"]
+    assert [a["action"] for a in audit][:2] == ["lora.unload", "lora.load"]
+    assert "model.selectable" in [a["action"] for a in audit]
     assert audit[0]["key_id"] == "op1"
 
 
