@@ -30,7 +30,7 @@ from functools import lru_cache
 from typing import Any
 
 from agentstack.orchestrators.link_policy import LinkPolicy, Verdict
-from agentstack.orchestrators.link_scan import Construct, scan
+from agentstack.orchestrators.link_scan import Construct, counts_as_link, linkifier, scan
 
 log = logging.getLogger(__name__)
 
@@ -393,12 +393,10 @@ class LinkGuard:
     def _escape(self, ready: str) -> str:
         """``ready`` with refused bare URLs removed and every character of link syntax written as a
         character reference (rendered the same, but never syntax)."""
-        from agentstack.orchestrators.link_scan import _counts_as_link, _linkifier
-
-        linkify = _linkifier()
+        linkify = linkifier()
         out, pos = [], 0
         for m in (linkify.match(ready) or []) if linkify.pretest(ready) else []:
-            if not _counts_as_link(m):
+            if not counts_as_link(m):
                 continue
             verdict = self.policy.judge(m.url)
             out.append("".join(ESCAPES.get(ch, ch) for ch in ready[pos:m.index]))

@@ -66,7 +66,7 @@ def _parsers() -> tuple[MarkdownIt, MarkdownIt]:
 
 
 @lru_cache(maxsize=1)
-def _linkifier() -> Any:
+def linkifier() -> Any:
     from linkify_it import LinkifyIt
 
     return LinkifyIt(options={"fuzzy_email": False})
@@ -217,7 +217,7 @@ def _inline_constructs(token: Any, records: list[tuple[Any, ...]], mapper: _Mapp
     return out
 
 
-def _counts_as_link(match: Any) -> bool:
+def counts_as_link(match: Any) -> bool:
     if match.schema:
         return True
     raw = match.raw.lower()
@@ -232,13 +232,13 @@ def _counts_as_link(match: Any) -> bool:
 
 
 def _bare_urls(token: Any, taken: list[tuple[int, int]], mapper: _Mapper, strict: MarkdownIt) -> list[Construct]:
-    linkify = _linkifier()
+    linkify = linkifier()
     content = token.content
     out: list[Construct] = []
     located: list[str] = []
     if linkify.pretest(content):
         for m in linkify.match(content) or []:
-            if not _counts_as_link(m) or any(a < m.last_index and m.index < b for a, b in taken):
+            if not counts_as_link(m) or any(a < m.last_index and m.index < b for a, b in taken):
                 continue
             s, e, exact = mapper.span(token, m.index, m.last_index)
             out.append(Construct("bare", s, e, _hrefs(m.url, strict), replacement="", exact=exact))
@@ -248,7 +248,7 @@ def _bare_urls(token: Any, taken: list[tuple[int, int]], mapper: _Mapper, strict
         if not linkify.pretest(text):
             continue
         for m in linkify.match(text) or []:
-            if not _counts_as_link(m):
+            if not counts_as_link(m):
                 continue
             if m.url in located:
                 located.remove(m.url)
