@@ -353,9 +353,13 @@ class LinkGuard:
         if not any(c in TRIGGERS for c in ready) and len(base) < 2000:
             self._tail += ready  # plain words cannot make or complete a link
             return ready
+        sent: list[tuple[Any, ...]] | None = None
         candidate = ready
         for _ in range(6):
             bad, starts = self._refused(base + candidate)
+            if bad and sent is None:
+                sent = [_identity(c) for c, _ in self._refused(base)[0]]
+            bad = _new_only(bad, sent or [])
             if not bad:
                 return self._sent(base + candidate, starts, candidate)
             edits = []
@@ -372,7 +376,7 @@ class LinkGuard:
         candidate = self._escape(ready)
         bad, starts = self._refused(base + candidate)
         self.stats.escaped += 1
-        if bad:
+        if _new_only(bad, sent or []):
             log.error("link guard: %d refused link(s) survived escaping; replacing the text", len(bad))
             candidate = REMOVED
             bad, starts = self._refused(base + candidate)
@@ -413,6 +417,24 @@ class LinkGuard:
         """Record ``released`` as sent; keep only the last top-level block as context."""
         self._tail = text[block_starts[-1]:] if block_starts else text
         return released
+
+
+def _identity(c: Construct) -> tuple[Any, ...]:
+    return (c.kind, tuple(c.hrefs), c.tag, c.start, c.end)
+
+
+def _new_only(bad: list[tuple[Construct, Verdict]], sent: list[tuple[Any, ...]]) -> list[tuple[Construct, Verdict]]:
+    """``bad`` without the refused constructs that were already in the text sent before (nothing
+    can change those any more; they are not a reason to escape or replace the new text)."""
+    left = list(sent)
+    out = []
+    for c, verdict in bad:
+        key = _identity(c)
+        if key in left:
+            left.remove(key)
+        else:
+            out.append((c, verdict))
+    return out
 
 
 def _replacement(c: Construct) -> str:

@@ -159,3 +159,16 @@ def test_html_tags_pass_only_with_harmless_attributes():
     assert not policy.judge_tag('<a href="https://ok.com" ping="//evil.com">').allowed
     assert not policy.judge_tag('<img src="&#x2F;&#x2F;evil.com/x">').allowed  # references decoded as a browser does
     assert srcset_urls("a.png 1x, b,c.png 2x,d.png") == ["a.png", "b,c.png", "d.png"]
+
+
+def test_text_already_sent_never_makes_the_guard_remove_what_follows():
+    """If something refused were ever in the text already sent (nothing can take it back), the
+    guard must go on releasing the rest normally, not escape or replace every later chunk."""
+    from agentstack.orchestrators.link_guard import LinkGuard
+    from agentstack.orchestrators.link_policy import LinkPolicy
+
+    guard = LinkGuard(LinkPolicy(["ok.com"]))
+    guard._tail = "Seen [x](//evil.com/a) before.\n"  # as if sent by an earlier, broken guard
+    out = guard.feed("Then [docs](https://ok.com/d), see: www.evil.com/b and more.") + guard.finish()
+    assert out == "Then [docs](https://ok.com/d), see: [removed] and more."
+    assert guard.stats.escaped == 0 and guard.stats.removed == 1
