@@ -363,6 +363,15 @@ class LlamaCppEngine:
             del self._versions[name]  # its weights leave memory when the next load rebuilds the instance
         log.info("unloaded adapter %s", name)
 
+    def served_format(self, name: str) -> dict[str, Any]:
+        """How ``name`` is served: the model file and format, and the adapter's conversion record
+        (converter version, source hash), for the registry."""
+        from agentstack.engines.llamacpp.lora import conversion_record
+
+        version = self._get(name)
+        return {"engine": self.kind, "model_file": str(self.model_file), "format": self.info.file_type,
+                "adapter": conversion_record(version.lora) if version.lora is not None else None}
+
     # -- figures ----------------------------------------------------------------------------------
     def llama_metrics(self) -> dict[str, float]:
         """llama.cpp's own counters for the current instance (``llamacpp:*`` in Prometheus text)."""
