@@ -31,16 +31,24 @@ from agentstack.engines.params import SamplingParams
 TOP = 20
 
 
+def _spread(top: dict[str, float], keys: set[str]) -> dict[str, float]:
+    """Probabilities over ``keys`` plus ``""`` (everything else) from a top-k list of log-probs: a key
+    missing from the list shares the unlisted mass, at most the smallest listed probability each."""
+    probs = {k: math.exp(v) for k, v in top.items()}
+    rest = max(0.0, 1.0 - sum(probs.values()))
+    missing = [k for k in keys if k not in probs]
+    each = min(min(probs.values(), default=1.0), rest / len(missing)) if missing else 0.0
+    out = {k: probs.get(k, each) for k in keys}
+    out[""] = max(1e-9, rest - each * len(missing))
+    total = sum(out.values())
+    return {k: max(v, 1e-9) / total for k, v in out.items()}
+
+
 def _kl(p_top: dict[str, float], q_top: dict[str, float]) -> float:
-    """KL(p || q) over the union of two top-k lists plus one bucket for the remaining mass."""
+    """KL(p || q) estimated from two top-k lists (their union plus one bucket for the rest)."""
     keys = set(p_top) | set(q_top)
-    floor = -30.0
-    p = {k: math.exp(p_top.get(k, min(p_top.values(), default=floor))) for k in keys}
-    q = {k: math.exp(q_top.get(k, min(q_top.values(), default=floor))) for k in keys}
-    p_rest, q_rest = max(1e-9, 1 - sum(p.values())), max(1e-9, 1 - sum(q.values()))
-    total_p, total_q = sum(p.values()) + p_rest, sum(q.values()) + q_rest
-    kl = sum((p[k] / total_p) * math.log((p[k] / total_p) / (q[k] / total_q)) for k in keys)
-    return kl + (p_rest / total_p) * math.log((p_rest / total_p) / (q_rest / total_q))
+    p, q = _spread(p_top, keys), _spread(q_top, keys)
+    return sum(p[k] * math.log(p[k] / q[k]) for k in p)
 
 
 async def _first_token(engine: Any, messages: list[dict[str, Any]]) -> dict[str, float]:
