@@ -102,8 +102,9 @@ def test_seeded_sampling_differs_across_seeds(client):
 
 def test_n_choices_are_siblings(client, server):
     out = client.chat.completions.create(model="agentstack", messages=QUESTION, temperature=1.0, seed=7, n=3,
-                                         max_tokens=12)
+                                         max_tokens=12, extra_body={"ignore_eos": True})
     assert [c.index for c in out.choices] == [0, 1, 2]
+    assert out.usage.completion_tokens == 3 * 12  # every choice counts
     responses = server.app.state.services.responses
     assert responses.get(f"{out.id}.2").parent_id == out.id
 

@@ -36,11 +36,10 @@ from typing import Any
 
 from agentstack.config import EngineSettings
 from agentstack.engines import toolcalls
-from agentstack.engines.base import Capabilities, ChatRequest, ChatResult, ModelInfo, StreamEvent, Usage, collect
-from agentstack.engines.messages import normalize_messages
-from agentstack.engines.params import check_limits, resolve_max_tokens
+from agentstack.engines.base import Capabilities, ChatRequest, StreamEvent, Usage
+from agentstack.engines.local import LocalEngine
 from agentstack.errors import (AgentstackError, ConflictError, EngineUnavailableError, InvalidRequestError,
-                               ModelNotFoundError, NotFoundError, OverloadedError)
+                               OverloadedError)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ class Version:
     loaded_at: float
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(LocalEngine):
     kind = "llamacpp"
     capabilities = Capabilities(streaming=True, structured_output=True, tools=True, lora=True, logprobs=True)
 
@@ -124,51 +123,6 @@ class LlamaCppEngine:
         if self._instance is None:
             raise EngineUnavailableError("the llamacpp engine is not warmed up", fix="call engine.warm_up() first")
 
-    # -- models -----------------------------------------------------------------------------------
-    def models(self) -> list[ModelInfo]:
-        with self._lock:
-            versions = list(self._versions.values())
-        return [ModelInfo(id=v.name, parent=v.parent, context_length=self._ctx, created=int(v.loaded_at),
-                          path=v.path) for v in versions]
-
-    def context_length(self, model: str) -> int:
-        self._get(model)
-        return self._ctx
-
-    def _get(self, model: str) -> Version:
-        with self._lock:
-            found = self._versions.get(model)
-            names = sorted(self._versions)
-        if found is None:
-            raise ModelNotFoundError(f"model {model!r} is not loaded; available: {', '.join(names)}",
-                                     param="model", fix="use one of the listed model names")
-        return found
-
-    # -- tokens -----------------------------------------------------------------------------------
-    def render(self, messages: list[dict[str, Any]]) -> tuple[str, list[int]]:
-        self._require_ready()
-        text = self.tokenizer.apply_chat_template(normalize_messages(messages), tokenize=False,
-                                                  add_generation_prompt=True)
-        return text, list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    async def count_tokens(self, messages: list[dict[str, Any]], model: str) -> int:
-        self._get(model)
-        return len(self.render(messages)[1])
-
-    async def count_text_tokens(self, text: str, model: str) -> int:
-        self._require_ready()
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def truncate_text(self, text: str, max_tokens: int) -> str:
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) <= max_tokens:
-            return text
-        return self.tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
-
-    # -- generation -------------------------------------------------------------------------------
-    async def chat(self, request: ChatRequest) -> ChatResult:
-        return await collect(self.stream(request), request.params.n)
-
     def _admit(self, n: int, version: Version) -> tuple[Any, list[dict[str, Any]] | None]:
         s = self.settings
         capacity = s.max_running + s.max_queue
@@ -207,23 +161,10 @@ class LlamaCppEngine:
         from agentstack.engines.llamacpp.grammar import compile_grammar
         from agentstack.engines.llamacpp.request import chunk_error, completion_body, logprobs_of
 
-        self._require_ready()
-        params = request.params
-        s = self.settings
-        check_limits(params, max_tokens_limit=s.max_tokens_limit, max_n=s.max_n)
-        version = self._get(request.model)
-        messages, structured, tool_mode = request.messages, request.structured, False
-        if request.tools or request.tool_choice not in (None, "auto", "none"):
-            if structured is not None:
-                raise InvalidRequestError("response_format/structured outputs cannot be combined with tools",
-                                          param="response_format")
-            messages, structured, tool_mode = toolcalls.prepare(messages, request.tools, request.tool_choice,
-                                                                request.parallel_tool_calls is not False)
-        prompt, ids = self.render(messages)
-        max_new = resolve_max_tokens(params, prompt_tokens=len(ids), context_length=self._ctx,
-                                     default_max_tokens=s.default_max_tokens)
-        grammar = compile_grammar(self.tokenizer, structured) if structured is not None else None
-        body = completion_body(params, ids, max_new, grammar=grammar, lora=None)
+        prep = self._prepare(request)
+        params, version, prompt, ids = request.params, prep.version, prep.prompt, prep.ids
+        grammar = compile_grammar(self.tokenizer, prep.structured) if prep.structured is not None else None
+        body = completion_body(params, ids, prep.max_new, grammar=grammar, lora=None)
         n = params.n
         instance, lora = self._admit(n, version)
         if lora is not None:
@@ -264,9 +205,9 @@ class LlamaCppEngine:
         submitted = time.perf_counter()
         assert self._pool is not None
         self._pool.submit(run)
-        calls = [toolcalls.CallCollector() if tool_mode else None for _ in range(n)]
+        calls = [toolcalls.CallCollector() if prep.tool_mode else None for _ in range(n)]
         finished = [False] * n
-        completion, first = 0, True
+        completion, first, streamed = 0, True, [0] * n
         try:
             while True:
                 kind, item = await queue.get()
@@ -283,6 +224,8 @@ class LlamaCppEngine:
                     index = int(choice.get("index", 0))
                     text, finish = choice.get("text") or "", choice.get("finish_reason")
                     logprobs = logprobs_of(choice, params.top_logprobs) if params.logprobs else None
+                    if finish is None:
+                        streamed[index] += 1  # llama.cpp streams one chunk per generated token
                     if self.metrics is not None:
                         if first and text:
                             first = False
@@ -303,6 +246,8 @@ class LlamaCppEngine:
                                           logprobs=logprobs)
             if not all(finished):
                 raise GenerationError("llama.cpp ended the stream without finishing every choice")
+            if n > 1:  # llama.cpp's usage then counts one choice only
+                completion = sum(streamed)
             yield StreamEvent(usage=Usage(prompt_tokens=len(ids), completion_tokens=completion),
                               model_version=version.name, rendered_prompt=prompt)
         finally:
@@ -314,15 +259,7 @@ class LlamaCppEngine:
 
     # -- adapters ---------------------------------------------------------------------------------
     async def load_adapter(self, name: str, path: Path) -> None:
-        self._require_ready()
-        with self._lock:
-            if name in self._versions:
-                raise ConflictError(f"a model named {name!r} is already loaded", param="lora_name",
-                                    fix="unload it first, or pick another name")
-        path = Path(path)
-        if not (path / "adapter_config.json").is_file():
-            raise NotFoundError(f"no LoRA adapter at {path} (adapter_config.json missing)", param="lora_path",
-                                fix="give the directory written by the trainer or by peft's save_pretrained")
+        path = self._check_new_adapter(name, path)
         from agentstack.engines.llamacpp.lora import converted_adapter
 
         assert self.model_file is not None
@@ -355,12 +292,7 @@ class LlamaCppEngine:
         current.retire()  # it stops once the requests pinned to it have finished
 
     async def unload_adapter(self, name: str) -> None:
-        with self._lock:
-            if name == self.base_name:
-                raise InvalidRequestError("the base model cannot be unloaded", param="lora_name")
-            if name not in self._versions:
-                raise ModelNotFoundError(f"no adapter named {name!r} is loaded", param="lora_name")
-            del self._versions[name]  # its weights leave memory when the next load rebuilds the instance
+        self._forget_adapter(name, self.base_name)  # its weights leave memory when the next load rebuilds
         log.info("unloaded adapter %s", name)
 
     def served_format(self, name: str) -> dict[str, Any]:

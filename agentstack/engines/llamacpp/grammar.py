@@ -16,17 +16,14 @@ This module knows nothing about serving.
 from __future__ import annotations
 
 import json
-import threading
 from functools import lru_cache
 from typing import Any
 
+from agentstack.engines.embedded.constrained import JSON_OPTIONS
 from agentstack.engines.params import StructuredOutput
-from agentstack.errors import InvalidRequestError, require
+from agentstack.errors import InvalidRequestError
 
 HEADER = "%llguidance {}\n"
-JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-_tokenizers: dict[int, Any] = {}
-_lock = threading.Lock()
 
 
 def to_lark(structured: StructuredOutput) -> str:
@@ -58,17 +55,6 @@ def to_lark(structured: StructuredOutput) -> str:
     raise InvalidRequestError(f"unknown constraint kind {kind!r}", param="structured_outputs")
 
 
-def _lltokenizer(tokenizer: Any) -> Any:
-    require("llguidance", package="llguidance")
-    import llguidance.hf
-
-    with _lock:
-        found = _tokenizers.get(id(tokenizer))
-        if found is None:
-            found = _tokenizers[id(tokenizer)] = llguidance.hf.from_tokenizer(tokenizer)
-        return found
-
-
 @lru_cache(maxsize=128)
 def _checked(key: str, tokenizer_id: int) -> str:
     kind, value = json.loads(key)
@@ -79,6 +65,8 @@ def _checked(key: str, tokenizer_id: int) -> str:
         grammar = LLMatcher.grammar_from_lark(lark)
     except ValueError as exc:
         raise InvalidRequestError(f"invalid {kind} constraint: {exc}", param=kind) from exc
+    from agentstack.engines.embedded.constrained import _tokenizers
+
     error = LLMatcher.validate_grammar(grammar, _tokenizers[tokenizer_id])
     if error and not error.startswith("WARNING"):
         raise InvalidRequestError(f"the output constraint does not compile: {error}", param="structured_outputs",
@@ -88,6 +76,8 @@ def _checked(key: str, tokenizer_id: int) -> str:
 
 def compile_grammar(tokenizer: Any, structured: StructuredOutput) -> str:
     """The ``grammar`` field for llama.cpp, checked against ``tokenizer``; raises a 400 when bad."""
+    from agentstack.engines.embedded.constrained import _lltokenizer  # llguidance's tokenizer, cached
+
     _lltokenizer(tokenizer)
     # no sort_keys: a schema's property order is the order the model writes the keys in
     key = json.dumps([structured.kind, structured.value])

@@ -28,20 +28,16 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
+from agentstack.engines.llamacpp.files import MANIFEST, build_once, write_gguf
 from agentstack.errors import InvalidRequestError
 
 log = logging.getLogger(__name__)
 
 CONVERTER = "agentstack.engines.llamacpp.lora/1"
-MANIFEST = "manifest.json"
 PERMUTED = {"llama": ("attn_q", "attn_k")}
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2")
 
@@ -130,15 +126,7 @@ def convert(adapter_dir: Path, base_gguf: Path, out: Path) -> dict[str, Any]:
         base = target.removesuffix(".weight")
         writer.add_tensor(f"{base}.weight.lora_a", np.ascontiguousarray(a))
         writer.add_tensor(f"{base}.weight.lora_b", np.ascontiguousarray(b))
-    try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(writer_tmp, out)
-    except BaseException:
-        writer_tmp.unlink(missing_ok=True)
-        raise
+    write_gguf(writer, writer_tmp, out)
     return {"converter": CONVERTER, "gguf_package": getattr(gguf, "__version__", None) or _gguf_version(),
             "source": str(adapter_dir), "source_sha256": _adapter_hash(adapter_dir), "base_model": str(base_gguf),
             "rank": rank, "alpha": alpha, "tensors": 2 * len(pairs), "format": "gguf-lora-f32",
@@ -169,28 +157,14 @@ def converted_adapter(adapter_dir: Path, base_gguf: Path, cache_dir: Path) -> Pa
     from agentstack.engines.llamacpp.model_file import file_key
 
     key = hashlib.sha256(f"{_adapter_hash(adapter_dir)}:{file_key(base_gguf)}:{CONVERTER}".encode()).hexdigest()[:24]
-    target = cache_dir / "lora" / key
-    out = target / "adapter.gguf"
-    if (target / MANIFEST).is_file():
-        return out
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock", timeout=300):
-        if (target / MANIFEST).is_file():
-            return out
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
-        try:
-            started = time.perf_counter()
-            record = convert(adapter_dir, base_gguf, tmp / "adapter.gguf")
-            record["seconds"] = round(time.perf_counter() - started, 3)
-            (tmp / MANIFEST).write_text(json.dumps(record, indent=2))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    log.info("converted adapter %s to %s", adapter_dir, out)
-    return out
+
+    def build(tmp: Path) -> dict[str, Any]:
+        started = time.perf_counter()
+        record = convert(adapter_dir, base_gguf, tmp / "adapter.gguf")
+        log.info("converted adapter %s for %s", adapter_dir, base_gguf.name)
+        return {**record, "seconds": round(time.perf_counter() - started, 3)}
+
+    return build_once(cache_dir / "lora" / key, build) / "adapter.gguf"
 
 
 def conversion_record(adapter_gguf: Path) -> dict[str, Any]:

@@ -15,22 +15,15 @@ This module knows nothing about serving.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from agentstack.errors import ConfigError, EngineUnavailableError
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -151,28 +144,15 @@ def file_key(path: Path) -> str:
 
 def tokenizer_dir(gguf_path: Path, cache_dir: Path, name: str) -> Path:
     """A Hugging Face tokenizer directory for ``gguf_path``, built once under ``cache_dir``."""
-    target = cache_dir / f"{name}-{file_key(gguf_path)}-tokenizer"
-    if (target / MANIFEST).is_file():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock", timeout=900):
-        if (target / MANIFEST).is_file():
-            return target
+    from agentstack.engines.llamacpp.files import build_once
+
+    def build(tmp: Path) -> dict[str, Any]:
         from transformers import AutoTokenizer
 
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache_dir))
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-            tokenizer.save_pretrained(tmp)
-            (tmp / MANIFEST).write_text(json.dumps({"source": str(gguf_path), "name": name,
-                                                    "built_at": time.time(), "what": "tokenizer"}, indent=2))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return target
+        AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name).save_pretrained(tmp)
+        return {"source": str(gguf_path), "name": name, "built_at": time.time(), "what": "tokenizer"}
+
+    return build_once(cache_dir / f"{name}-{file_key(gguf_path)}-tokenizer", build)
 
 
 def load_tokenizer(gguf_path: Path, cache_dir: Path, name: str) -> Any:

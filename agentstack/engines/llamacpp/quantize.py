@@ -19,26 +19,20 @@ This module knows nothing about serving.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
 from pathlib import Path
 
+from agentstack.engines.embedded.weights import _sha256
+from agentstack.engines.llamacpp.files import write_gguf
+
 log = logging.getLogger(__name__)
 
 FORMATS = ("F32", "F16", "BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")
 LOW_BIT = ("Q5_1", "Q5_0", "Q4_1", "Q4_0")
 TOOL = "agentstack.engines.llamacpp.quantize/1"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _file_type(fmt: str):
@@ -92,15 +86,7 @@ def requantize(src: Path, dst: Path, fmt: str) -> dict:
         counts[qtype.name] = counts.get(qtype.name, 0) + 1
         raw = qtype if qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) else None
         writer.add_tensor(t.name, data, raw_dtype=raw)
-    try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_gguf(writer, tmp, dst)
     record = {"source": str(src), "source_sha256": _sha256(src), "format": fmt, "tensor_types": counts,
               "sha256": _sha256(dst), "bytes": dst.stat().st_size, "tool": TOOL, "created_at": time.time(),
               "seconds": round(time.monotonic() - started, 2)}
