@@ -165,13 +165,28 @@ async def clients(url: str, n: int, tokens: int, sampled: bool = False) -> dict:
             "per_client_decode_tok_s": statistics.median(r["decode_tok_s"] for r in results)}
 
 
-def measure(url: str, tokens: int, repeats: int, counts: tuple[int, ...]) -> dict:
-    asyncio.run(clients(url, 1, 8))  # warm-up
-    out = {}
-    for n in counts:
-        runs = [asyncio.run(clients(url, n, tokens)) for _ in range(repeats)]
-        out[n] = min(runs, key=lambda r: abs(r["aggregate_tok_s"] - statistics.median(x["aggregate_tok_s"] for x in runs)))
-    return out
+def _median_run(runs: list[dict]) -> dict:
+    middle = statistics.median(r["aggregate_tok_s"] for r in runs)
+    return min(runs, key=lambda r: abs(r["aggregate_tok_s"] - middle))
+
+
+def interleaved(ref_url: str, our_url: str, tokens: int, repeats: int) -> tuple[dict, dict]:
+    """Both servers are up; each measurement alternates between them (order flipped every repeat), so
+    a change in the machine's load hits both sides of a ratio alike. Medians over the repeats."""
+    for url in (ref_url, our_url):
+        asyncio.run(clients(url, 1, 8))  # warm-up
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for r in range(repeats):
+        for n in (1, 8):
+            order = [("ref", ref_url), ("ours", our_url)]
+            for side, url in (order if r % 2 == 0 else order[::-1]):
+                runs.setdefault((side, str(n)), []).append(asyncio.run(clients(url, n, tokens)))
+        runs.setdefault(("ours", "8_sampled"), []).append(asyncio.run(clients(our_url, 8, tokens, sampled=True)))
+    for n in (4, 16):
+        runs[("ours", str(n))] = [asyncio.run(clients(our_url, n, tokens))]
+    ref = {k: _median_run(v) for (side, k), v in runs.items() if side == "ref"}
+    ours = {k: _median_run(v) for (side, k), v in runs.items() if side == "ours"}
+    return ref, ours
 
 
 def main() -> None:
@@ -197,30 +212,22 @@ def main() -> None:
     report["reference"], report["agentstack"] = {}, {}
     with tempfile.TemporaryDirectory() as data_dir:
         for fmt, path in files.items():
-            print(f"reference llama.cpp server ({fmt}) …", flush=True)
-            port = free_port()
-            proc, _ = start_server(port, data_dir, command=[sys.executable, "-c", REFERENCE, str(path), str(port),
-                                                            str(args.threads), "32"], ready="/health")
+            print(f"{fmt}: the reference llama.cpp server and agentstack serve, measured in turn …", flush=True)
+            ref_port, our_port = free_port(), free_port()
+            ref_proc, _ = start_server(ref_port, data_dir, ready="/health",
+                                       command=[sys.executable, "-c", REFERENCE, str(path), str(ref_port),
+                                                str(args.threads), "32"])
+            our_proc, cold = start_server(our_port, data_dir, {"AGENTSTACK_ENGINE__MODEL": str(path),
+                                                               "AGENTSTACK_ENGINE__THREADS": str(args.threads)})
+            ref_url, our_url = f"http://127.0.0.1:{ref_port}", f"http://127.0.0.1:{our_port}"
             try:
-                ref = measure(f"http://127.0.0.1:{port}", args.tokens, args.repeats, (1, 8))
+                ref, ours = interleaved(ref_url, our_url, args.tokens, args.repeats)
             finally:
-                proc.terminate()
-                proc.wait(30)
-            report["reference"][fmt] = {str(k): v for k, v in ref.items()}
-            print(f"agentstack serve ({fmt}) …", flush=True)
-            port = free_port()
-            proc, cold = start_server(port, data_dir, {"AGENTSTACK_ENGINE__MODEL": str(path),
-                                                       "AGENTSTACK_ENGINE__THREADS": str(args.threads)})
-            url = f"http://127.0.0.1:{port}"
-            try:
-                ours = measure(url, args.tokens, args.repeats, (1, 4, 8, 16))
-                sampled = [asyncio.run(clients(url, 8, args.tokens, sampled=True)) for _ in range(args.repeats)]
-            finally:
-                proc.terminate()
-                proc.wait(30)
-            report["agentstack"][fmt] = {"cold_start_to_ready_s": cold, **{str(k): v for k, v in ours.items()},
-                                         "8_sampled": min(sampled, key=lambda r: abs(r["aggregate_tok_s"] - statistics.median(
-                                             x["aggregate_tok_s"] for x in sampled)))}
+                for proc in (ref_proc, our_proc):
+                    proc.terminate()
+                    proc.wait(30)
+            report["reference"][fmt] = ref
+            report["agentstack"][fmt] = {"cold_start_to_ready_s": cold, **ours}
     report["machine"]["loadavg_at_end"] = os.getloadavg()
     raw = report["raw"]
     report["ratios"] = {}

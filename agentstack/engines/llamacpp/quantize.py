@@ -41,8 +41,10 @@ def _file_type(fmt: str):
     return gguf.LlamaFileType.ALL_F32 if fmt == "F32" else gguf.LlamaFileType[f"MOSTLY_{fmt}"]
 
 
-def requantize(src: Path, dst: Path, fmt: str) -> dict:
-    """Write ``src`` re-encoded as ``fmt`` to ``dst``; returns the sidecar record."""
+def requantize(src: Path, dst: Path, fmt: str, metadata: dict | None = None) -> dict:
+    """Write ``src`` re-encoded as ``fmt`` to ``dst``; returns the sidecar record. Tensors already in
+    ``fmt`` are copied as they are. ``metadata`` replaces string/number key-values (e.g.
+    ``tokenizer.chat_template``, ``llama.context_length``)."""
     import gguf
     import numpy as np
     from gguf import quants
@@ -63,14 +65,15 @@ def requantize(src: Path, dst: Path, fmt: str) -> dict:
             continue
         vtype = field.types[0]
         sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(key, field.contents(), vtype, sub_type=sub)
+        value = (metadata or {}).get(key, field.contents())
+        writer.add_key_value(key, value, vtype, sub_type=sub)
     writer.add_file_type(int(_file_type(fmt)))
     target = gguf.GGMLQuantizationType[fmt]
     counts: dict[str, int] = {}
     for t in reader.tensors:
         source_type = t.tensor_type
         keep = (len(t.shape) == 1 or (fmt in LOW_BIT and t.name in ("token_embd.weight", "output.weight"))
-                or int(t.shape[0]) % 32 != 0)
+                or int(t.shape[0]) % 32 != 0 or source_type == gguf.GGMLQuantizationType[fmt])
         if keep and len(t.shape) == 1 and source_type != gguf.GGMLQuantizationType.F32:
             data, qtype = quants.dequantize(t.data, source_type).astype(np.float32), gguf.GGMLQuantizationType.F32
         elif keep:
