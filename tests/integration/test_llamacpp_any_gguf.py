@@ -38,7 +38,7 @@ def other_gguf(tmp_path_factory):
 def test_a_gguf_serves_with_its_own_template_window_and_tools(other_gguf):
     from agentstack.engines.llamacpp.engine import LlamaCppEngine
 
-    engine = LlamaCppEngine(EngineSettings(model=str(other_gguf), max_running=4, max_queue=4), MODEL_CACHE)
+    engine = LlamaCppEngine(EngineSettings(model=str(other_gguf), max_batch_size=4, max_running=4, max_queue=4), MODEL_CACHE)
     engine.warm_up()
 
     async def go():
