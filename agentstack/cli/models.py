@@ -1,4 +1,5 @@
-"""`agentstack models quantize`: requantise the served GGUF and run the gate's quality checks on it."""
+"""`agentstack models`: list a running server's models; `agentstack models quantize`: requantise the
+served GGUF and run the gate's quality checks on it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,37 @@ import typer
 
 from agentstack.cli.app import app
 
-models_app = typer.Typer(help="Model files for the llamacpp engine.", no_args_is_help=True)
+models_app = typer.Typer(help="The served models, and model files for the llamacpp engine.",
+                         invoke_without_command=True)
 app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
+def models(ctx: typer.Context, url: str = typer.Option(None, help="Server URL."),
+           key: str = typer.Option(None, help="API key."),
+           as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List the models a running server offers (the alias first, then each loaded version)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from agentstack.cli.client import ApiClient, ApiError, fail
+    from agentstack.cli.serve import _settings
+
+    client = ApiClient(_settings(), url, key)
+    try:
+        data = client.get("/v1/models")["data"]
+    except ApiError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("model", "parent", "context", "note")
+    for card in data:
+        note = f"→ {card['active_version']}" if card.get("active_version") else ""
+        table.add_row(card["id"], card.get("parent") or "", str(card.get("max_model_len") or ""), note)
+    Console().print(table)
 
 
 @models_app.command("quantize")
