@@ -2,13 +2,14 @@
 tokenizer (chat template, token counting), the checks every request passes before anything runs
 (limits, model, tools, context window), and the checks before an adapter loads.
 
-An engine using :class:`LocalEngine` holds ``settings``, ``tokenizer``, ``_versions`` (name ->
-an object with ``name``, ``parent``, ``path``, ``loaded_at``), ``_lock``, ``_ctx`` and defines
+An engine using :class:`LocalEngine` fills ``tokenizer``, ``base_name``, ``_ctx`` and ``_versions``
+(name -> an object with ``name``, ``parent``, ``path``, ``loaded_at``) when it warms up, and defines
 ``_require_ready``. This module knows nothing about how tokens are computed.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,11 @@ from agentstack.engines import toolcalls
 from agentstack.engines.base import ChatRequest, ChatResult, ModelInfo, collect
 from agentstack.engines.messages import normalize_messages
 from agentstack.engines.params import StructuredOutput, check_limits, resolve_max_tokens
-from agentstack.errors import ConflictError, InvalidRequestError, ModelNotFoundError, NotFoundError
+from agentstack.errors import AgentstackError, ConflictError, InvalidRequestError, ModelNotFoundError, NotFoundError
+
+
+class GenerationError(AgentstackError):
+    code = "generation_failed"
 
 
 @dataclass
@@ -33,11 +38,16 @@ class Prepared:
 
 
 class LocalEngine:
-    settings: Any
-    tokenizer: Any
-    _versions: dict[str, Any]
-    _lock: Any
-    _ctx: int
+    def __init__(self, settings: Any, model_cache: Path, metrics: Any = None):
+        self.settings = settings
+        self.model_cache = Path(model_cache)
+        self.metrics = metrics
+        self.tokenizer: Any = None
+        self.base_name = ""
+        self._versions: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._ctx = 0
+        self.load_seconds: float | None = None
 
     def _require_ready(self) -> None:
         raise NotImplementedError

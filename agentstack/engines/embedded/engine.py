@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,14 +22,10 @@ from typing import Any
 from agentstack.config import EngineSettings
 from agentstack.engines import toolcalls
 from agentstack.engines.base import Capabilities, ChatRequest, StreamEvent, Usage
-from agentstack.engines.local import LocalEngine
+from agentstack.engines.local import GenerationError, LocalEngine
 from agentstack.errors import AgentstackError, ConflictError, EngineUnavailableError, InvalidRequestError
 
 log = logging.getLogger(__name__)
-
-
-class GenerationError(AgentstackError):
-    code = "generation_failed"
 
 
 @dataclass
@@ -47,20 +42,12 @@ class EmbeddedEngine(LocalEngine):
     capabilities = Capabilities(streaming=True, structured_output=True, tools=True, lora=True, logprobs=True)
 
     def __init__(self, settings: EngineSettings, model_cache: Path, metrics: Any = None):
-        self.settings = settings
-        self.model_cache = Path(model_cache)
-        self.metrics = metrics
-        self.tokenizer: Any = None
-        self.base_name = ""
+        super().__init__(settings, model_cache, metrics)
         self.model_dir: Path | None = None
-        self._versions: dict[str, LoadedModel] = {}
-        self._lock = threading.Lock()
         self._scheduler: Any = None
         self._device: Any = None
-        self._ctx = 0
         self._eos: frozenset[int] = frozenset()
         self._vocab = 0
-        self.load_seconds: float | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     def warm_up(self) -> None:

@@ -37,15 +37,10 @@ from typing import Any
 from agentstack.config import EngineSettings
 from agentstack.engines import toolcalls
 from agentstack.engines.base import Capabilities, ChatRequest, StreamEvent, Usage
-from agentstack.engines.local import LocalEngine
-from agentstack.errors import (AgentstackError, ConflictError, EngineUnavailableError, InvalidRequestError,
-                               OverloadedError)
+from agentstack.engines.local import GenerationError, LocalEngine
+from agentstack.errors import ConflictError, EngineUnavailableError, InvalidRequestError, OverloadedError
 
 log = logging.getLogger(__name__)
-
-
-class GenerationError(AgentstackError):
-    code = "generation_failed"
 
 
 @dataclass
@@ -62,22 +57,14 @@ class LlamaCppEngine(LocalEngine):
     capabilities = Capabilities(streaming=True, structured_output=True, tools=True, lora=True, logprobs=True)
 
     def __init__(self, settings: EngineSettings, model_cache: Path, metrics: Any = None):
-        self.settings = settings
-        self.model_cache = Path(model_cache)
-        self.metrics = metrics
-        self.tokenizer: Any = None
+        super().__init__(settings, model_cache, metrics)
         self.info: Any = None
-        self.base_name = ""
         self.model_file: Path | None = None
-        self._versions: dict[str, Version] = {}
         self._instance: Any = None
-        self._lock = threading.Lock()
         self._swap = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._ctx = 0
         self._waiting = 0
         self._running = 0
-        self.load_seconds: float | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     def warm_up(self) -> None:

@@ -64,7 +64,7 @@ def chunk_error(chunk: dict[str, Any]) -> AgentstackError | None:
         return ContextLengthError(message, param="messages")
     if code == 400 or kind == "invalid_request_error":
         return InvalidRequestError(f"llama.cpp refused the request: {message}")
-    from agentstack.engines.llamacpp.engine import GenerationError
+    from agentstack.engines.local import GenerationError
 
     return GenerationError(f"llama.cpp failed: {message}")
 
