@@ -83,22 +83,12 @@ class FeedbackStore:
                                 fix="vote with the id of a response served to this user (the `id` of a chat "
                                     "completion or of a /v1/chat answer)")
         now = time.time()
-        mine = sa.and_(F.c.response_id == response_id, F.c.key_id == key_id, F.c.user_id == user_id)
-        with self.db.tx() as conn:
-            # Postgres: lock the row so two replicas voting at once update it instead of racing to insert
-            lookup = sa.select(F.c.id, F.c.created_at).where(mine)
-            row = conn.execute(lookup.with_for_update() if self.db.is_postgres else lookup).mappings().first()
-            if row is None:
-                fid, created, new = new_id("fb"), now, True
-                inserted = conn.execute(_insert_vote(self.db.dialect, dict(
-                    id=fid, response_id=response_id, key_id=key_id, user_id=user_id, rating=rating, comment=comment,
-                    correction=correction, model_version=rec.model_version, created_at=now, updated_at=now)))
-                if inserted.rowcount == 0:  # a concurrent first vote won: this one updates it
-                    row = conn.execute(lookup).mappings().first()
-            if row is not None:
-                fid, created, new = row["id"], row["created_at"], False
-                conn.execute(F.update().where(F.c.id == fid).values(rating=rating, comment=comment,
-                                                                    correction=correction, updated_at=now))
+        fid = new_id("fb")
+        with self.db.tx() as conn:  # one upsert: replicas voting at once end with one row, the last vote
+            row = conn.execute(_upsert_vote(self.db.dialect, dict(
+                id=fid, response_id=response_id, key_id=key_id, user_id=user_id, rating=rating, comment=comment,
+                correction=correction, model_version=rec.model_version, created_at=now, updated_at=now))).one()
+        fid, created, new = row.id, row.created_at, row.id == fid
         return Feedback(fid, response_id, key_id, user_id, rating, rec.model_version, created, now, comment,
                         correction), new
 
@@ -213,13 +203,17 @@ def _period(dialect: str, bucket: str) -> sa.ColumnElement[str]:
     return sa.func.to_char(at, "YYYY") + "-W" + sa.func.lpad(sa.cast(week, sa.Text), 2, "0")
 
 
-def _insert_vote(dialect: str, values: dict[str, Any]) -> sa.Executable:
-    """Insert a first vote, doing nothing when a concurrent one already holds its unique key."""
+def _upsert_vote(dialect: str, values: dict[str, Any]) -> sa.Executable:
+    """Insert a vote, or update the user's earlier vote on that response; returns (id, created_at)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return insert(F).values(**values).on_conflict_do_nothing(index_elements=["response_id", "key_id", "user_id"])
+    stmt = insert(F).values(**values)
+    return stmt.on_conflict_do_update(
+        index_elements=["response_id", "key_id", "user_id"],
+        set_={c: stmt.excluded[c] for c in ("rating", "comment", "correction", "updated_at")},
+    ).returning(F.c.id, F.c.created_at)
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
