@@ -243,6 +243,9 @@ class AlignmentSettings(BaseModel):
     poll_s: float = Field(default=1.0, gt=0, description="How often the server checks its training workers.")
     cancel_grace_s: float = Field(default=10.0, gt=0, description="Seconds a cancelled worker gets to stop before "
                                   "it is killed.")
+    worker_timeout_s: float = Field(default=30.0, gt=0, description="A worker whose heartbeat (written every "
+                                    "state.heartbeat_s) is older than this is lost: its job is failed (or cancelled, "
+                                    "if a cancel was pending) by whichever replica runs the job monitor.")
     preferences: PreferenceSettings = Field(default_factory=PreferenceSettings,
                                             description="Preference-data builder defaults.")
     gate: GateSettings = Field(default_factory=GateSettings, description="Evaluation gate thresholds.")
