@@ -352,6 +352,9 @@ class Settings(BaseSettings):
                            description="Indexes, SQLite databases and the model registry.")
     model_cache: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)) / "models",
                               description="Converted base models (safetensors), shared by every data dir.")
+    registry_dir: Path | None = Field(default=None, description="The model registry (versioned adapters); unset = "
+                                      "<data_dir>/registry. With several replicas: a volume every replica and vLLM "
+                                      "can read, at the same path.")
     policies_dir: Path | None = Field(default=None, description="Policy YAML files; unset = the shipped ones.")
     indexes_dir: Path | None = Field(default=None, description="Index spec YAML files; unset = the shipped ones.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
@@ -371,7 +374,7 @@ class Settings(BaseSettings):
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings,
                                                  description="RAG, ReAct and history budgets.")
 
-    @field_validator("data_dir", "model_cache", "policies_dir", "indexes_dir", mode="after")
+    @field_validator("data_dir", "model_cache", "registry_dir", "policies_dir", "indexes_dir", mode="after")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return v.expanduser() if v is not None else None
@@ -421,7 +424,7 @@ class Settings(BaseSettings):
 
     @property
     def registry_path(self) -> Path:
-        return self.data_dir / "registry"
+        return self.registry_dir if self.registry_dir is not None else self.data_dir / "registry"
 
     @property
     def eval_path(self) -> Path:
