@@ -4,7 +4,9 @@
 or a file lock beside the SQLite file), carries file state of earlier releases into the database
 (``registry/active.json``, ``deployments.jsonl``, eval report metadata) and prints what it did.
 Run it before starting replicas of a new release: a replica on an older schema refuses to start
-and names this command. ``status`` prints the revision the database is at and the one this
+and names this command. ``migrate --from sqlite:///old/agentstack.db`` also copies every row of an
+existing SQLite deployment into the (empty) database that ``database.url`` names: the way from one
+machine to PostgreSQL (docs/scaling.md). ``status`` prints the revision the database is at and the one this
 agentstack needs. Exit codes: 0 ok (status: current), 1 failure (status: not current).
 """
 
@@ -28,7 +30,9 @@ def _settings():
 
 
 @db_app.command("migrate")
-def migrate(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def migrate(source: str = typer.Option(None, "--from", help="Also copy every row from this database (e.g. "
+                                        "sqlite:////data/agentstack.db) into the empty one database.url names."),
+            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Apply pending migrations and carry file state over (safe to run again, and from several machines)."""
     from agentstack.db import LEGACY_MIGRATIONS, import_file_state
     from agentstack.errors import AgentstackError
@@ -39,6 +43,16 @@ def migrate(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     db = Database(settings.database_url, pool_size=1)
     try:
         result = migrations.upgrade(db, legacy=LEGACY_MIGRATIONS)
+        if source:
+            from agentstack.storage.copy import copy_rows
+
+            src = Database(source, pool_size=1)
+            try:
+                result["source"] = {"database": redact(source),
+                                    "migrated": migrations.upgrade(src, legacy=LEGACY_MIGRATIONS)["to"]}
+                result["copied"] = copy_rows(src, db)
+            finally:
+                src.close()
         result["imported"] = import_file_state(db, settings)
     except AgentstackError as exc:
         raise fail(f"{exc.message} ({exc.fix})" if exc.fix else exc.message) from None
@@ -51,6 +65,10 @@ def migrate(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     moved = result["from"] != result["to"]
     typer.echo(f"{result['database']}: {'migrated ' + str(result['from']) + ' -> ' if moved else 'already at '}"
                f"{result['to']}")
+    if "copied" in result:
+        from agentstack.storage.copy import describe
+
+        typer.echo(f"copied from {result['source']['database']}: {describe(result['copied'])}")
     for what, count in result["imported"].items():
         typer.echo(f"carried over from files: {what} = {count}")
 

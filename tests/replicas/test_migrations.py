@@ -124,3 +124,36 @@ def test_concurrent_migrations_run_once(pg_database, tmp_path):
     for t in threads:
         t.join()
     assert not errors and time.monotonic() - started < 60
+
+
+@pytest.mark.replicas
+def test_an_sqlite_deployment_is_copied_into_postgres(settings, pg_database, tmp_path):
+    from agentstack.audit import AuditLog
+    from agentstack.config import load_settings
+    from agentstack.db import open_db
+    from agentstack.feedback.store import FeedbackStore
+    from agentstack.history.store import ConversationStore
+    from tests.replicas.test_store_contract import record
+
+    old = open_db(settings)  # the embedded default, with some history
+    cid = ConversationStore(old).create(key_id="app1", user_id="u1", mode="plain", index_name=None, title="t")
+    record(old, "r1", conversation=cid, turn=0)
+    FeedbackStore(old).vote(response_id="r1", key_id="app1", user_id="u1", rating="down", correction="better")
+    for i in range(3):
+        AuditLog(old).record(key_id="op1", action=f"a{i}")
+    old.close()
+    env = {"AGENTSTACK_DATA_DIR": str(tmp_path / "new"), "AGENTSTACK_DATABASE__URL": pg_database}
+    done = cli("db", "migrate", "--from", f"sqlite:///{settings.db_path}", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "conversations 1, responses 1, feedback 1, audit_log 3" in done.stdout
+    again = cli("db", "migrate", "--from", f"sqlite:///{settings.db_path}", env=env)
+    assert again.returncode == 1 and "already holds rows" in again.stderr  # never merged twice
+
+    new = open_db(load_settings(data_dir=tmp_path / "new", database={"url": pg_database}))
+    try:
+        fb = FeedbackStore(new).voted()
+        assert [(v.feedback.rating, v.feedback.correction, v.response.id) for v in fb] == [("down", "better", "r1")]
+        assert ConversationStore(new).turns(cid)[0].id == "r1"
+        assert AuditLog(new).record(key_id="op1", action="after") == 4  # the id sequence moved past the copy
+    finally:
+        new.close()
