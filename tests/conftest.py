@@ -129,21 +129,29 @@ def live_server(embedded_engine, tmp_path):
 
 
 # -- real Postgres (pgvector) and Redis, one of each per run (tests/services.py) --------------------
+def _run_service(name: str, start):
+    """Enter the service's context manager for the session; fail under CI=true, else skip, when it
+    cannot start (tests/services.py says how to install what is missing)."""
+    from tests import services
+
+    try:
+        cm = start()
+        url = cm.__enter__()
+    except services.ServiceUnavailable as exc:
+        services.missing(name, str(exc))
+    try:
+        yield url
+    finally:
+        cm.__exit__(None, None, None)
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A PostgreSQL 18 + pgvector server for the whole run (``postgresql+psycopg://...``). Under
     CI=true a server that cannot start fails the test; elsewhere it is skipped with the fix."""
     from tests import services
 
-    try:
-        cm = services.postgres_server()
-        url = cm.__enter__()
-    except services.ServiceUnavailable as exc:
-        services.missing("PostgreSQL", str(exc))
-    try:
-        yield url
-    finally:
-        cm.__exit__(None, None, None)
+    yield from _run_service("PostgreSQL", services.postgres_server)
 
 
 @pytest.fixture
@@ -162,15 +170,7 @@ def redis_url():
     missing under CI=true fails, elsewhere skips naming ``apt-get install redis-server``."""
     from tests import services
 
-    try:
-        cm = services.redis_server()
-        url = cm.__enter__()
-    except services.ServiceUnavailable as exc:
-        services.missing("Redis", str(exc))
-    try:
-        yield url
-    finally:
-        cm.__exit__(None, None, None)
+    yield from _run_service("Redis", services.redis_server)
 
 
 @pytest.fixture
