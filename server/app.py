@@ -140,6 +140,10 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     check_bind(settings)
+    check_shared_state(settings)
+    from agentstack.db import open_db
+
+    open_db(settings).close()  # a schema that is not current stops here, naming `agentstack db migrate`
     if not settings.auth.keys:
         log.warning("no API keys configured: serving on %s only (loopback); every local caller is an operator",
                     settings.server.host)
