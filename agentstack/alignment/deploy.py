@@ -134,7 +134,7 @@ class Deployer:
     async def _swap(self, version: str, *, action: str, key_id: str, **detail: Any) -> dict[str, Any]:
         lease = Lease(self.db, "promotion", self.replica_id, self.settings.state.promote_timeout_s + 30)
         async with self._lock:
-            if not await asyncio.to_thread(lease.acquire):
+            if not await asyncio.to_thread(self._take, lease):
                 holder = await asyncio.to_thread(lease.holder_now)
                 raise ConflictError(f"another promotion or rollback is in progress (replica {holder})",
                                     fix="retry when it has finished")
@@ -142,6 +142,15 @@ class Deployer:
                 return await self._swap_locked(version, action=action, key_id=key_id, **detail)
             finally:
                 await asyncio.to_thread(lease.release)
+
+    def _take(self, lease: Lease) -> bool:
+        """The lease if free, or if its holder is a replica whose heartbeat has stopped (it died
+        mid-promotion: nothing it did was committed, see the module docstring)."""
+        if lease.acquire():
+            return True
+        holder = lease.holder_now()
+        live = {r["id"] for r in self.replicas.live()}
+        return holder is not None and holder not in live and lease.take_over(holder)
 
     async def _swap_locked(self, version: str, *, action: str, key_id: str, **detail: Any) -> dict[str, Any]:
         previous = (await asyncio.to_thread(self.state.get)).active or self.base

@@ -151,6 +151,12 @@ class Lease:
         except sa.exc.IntegrityError:  # another replica inserted it first
             return False
 
+    def take_over(self, dead_holder: str) -> bool:
+        """Take the lease from ``dead_holder`` (a replica known to be dead) before it lapses."""
+        now = time.time()
+        return self.db.execute(leases.update().where(leases.c.name == self.name, leases.c.holder == dead_holder)
+                               .values(holder=self.holder, expires_at=now + self.ttl_s, acquired_at=now)) > 0
+
     def release(self) -> None:
         self.db.execute(leases.delete().where(leases.c.name == self.name, leases.c.holder == self.holder))
 

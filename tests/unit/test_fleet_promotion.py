@@ -112,7 +112,12 @@ def test_two_promotions_at_once_are_one_after_the_other(world):
 
     settings, db, version = world
     a = replica(settings, db, "a")
-    Lease(db, "promotion", "b", 30).acquire()  # replica b is promoting
+    b = replica(settings, db, "b")
+    asyncio.run(b.beat())
+    Lease(db, "promotion", "b", 30).acquire()  # replica b (alive) is promoting
     with pytest.raises(ConflictError, match="another promotion or rollback is in progress"):
         asyncio.run(a.promote(version, key_id="op1"))
     assert a.state.get().active is None
+    # b dies mid-promotion (kill -9): once its heartbeat is stale its lease is taken over, long before it lapses
+    db.execute("UPDATE replicas SET heartbeat_at = :t WHERE id = 'b'", {"t": time.time() - 60})
+    assert asyncio.run(a.promote(version, key_id="op1"))["changed"]
