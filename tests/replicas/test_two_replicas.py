@@ -261,16 +261,17 @@ def test_a_job_started_through_a_is_watched_and_cancelled_through_b(fleet, tmp_p
 
 @pytest.mark.xfail(strict=True, reason="an index shared by replicas needs the pgvector backend (issue 15 item 2): "
                                        "FAISS files stay on A's disk")
-def test_an_index_built_through_a_is_searched_through_b(fleet):
+def test_an_index_built_through_a_is_searched_through_b(fleet, tmp_path):
     a, b, _, _ = fleet
-    subprocess.run([sys.executable, "-m", "agentstack.cli", "index", "create", "shared"], env=a.env, check=False,
-                   capture_output=True, timeout=300, cwd=str(ROOT))
-    up = httpx.post(f"{a.url}/v1/indexes/shared/documents", headers=OP, timeout=300, json={"documents": [
-        {"name": "note.md", "text": "The replicas test keeps a note about otters."}]})
-    assert up.status_code == 200, up.text
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "note.md").write_text("# Otters\n\nThe replicas test keeps a note about otters holding hands.\n")
+    built = subprocess.run([sys.executable, "-m", "agentstack.cli", "index", "create", "shared", str(docs)],
+                           env=a.env, capture_output=True, text=True, timeout=600, cwd=str(ROOT))
+    assert built.returncode == 0, built.stderr[-2000:]
     found = httpx.post(f"{b.url}/v1/indexes/shared/search", headers=APP, timeout=120,
                        json={"query": "otters", "mode": "bm25"})
-    assert found.status_code == 200 and "otters" in found.text
+    assert found.status_code == 200 and "otters" in found.text, found.text
 
 
 def test_a_killed_mid_job_b_takes_over_the_monitor_and_the_job_ends_defined(fleet, tmp_path):
