@@ -255,14 +255,34 @@ class JobManager:
         while True:
             try:
                 if await asyncio.to_thread(self.lease.acquire):  # one replica at a time; lapses if it dies
-                    await asyncio.to_thread(self.check)
-                    await self.promote_passed()
-                    await self._maybe_purge()
+                    await self._holding_lease(self._pass())
             except asyncio.CancelledError:
                 raise
             except Exception:  # the monitor must outlive any one bad pass
                 log.exception("alignment monitor pass failed")
             await asyncio.sleep(self.settings.alignment.poll_s)
+
+    async def _pass(self) -> None:
+        await asyncio.to_thread(self.check)
+        await self.promote_passed()
+        await self._maybe_purge()
+
+    async def _holding_lease(self, work: Any) -> None:
+        """Run ``work`` while renewing the monitor lease, so a long pass (a promotion waits for every
+        replica) keeps it; if this replica dies mid-pass the lease lapses and the next holder redoes
+        what was not recorded (a promotion outcome is written only after the promotion)."""
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(max(0.2, self.lease.ttl_s / 3))
+                await asyncio.to_thread(self.lease.acquire)
+
+        renewer = asyncio.get_running_loop().create_task(renew())
+        try:
+            await work
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
 
     async def _maybe_purge(self) -> None:
         retention = self.settings.privacy.retention_days

@@ -151,3 +151,27 @@ def test_a_cancel_written_by_any_replica_stops_the_worker_through_its_heartbeat(
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_monitor_keeps_its_lease_through_a_long_pass(manager):
+    """A pass longer than the lease (a promotion waiting for replicas) must not let a second replica
+    run the monitor meanwhile; once the holder stops renewing, another takes over."""
+    from agentstack.state.records import Lease
+
+    manager.lease.ttl_s = 0.3
+    other = Lease(manager.db, "monitor", "other-replica", 0.3)
+    seen = []
+
+    async def long_pass():
+        for _ in range(5):
+            await asyncio.sleep(0.2)
+            seen.append(await asyncio.to_thread(other.acquire))
+
+    async def scenario():
+        assert await asyncio.to_thread(manager.lease.acquire)
+        await manager._holding_lease(long_pass())
+
+    asyncio.run(scenario())
+    assert seen == [False] * 5
+    time.sleep(0.4)
+    assert other.acquire()
