@@ -85,6 +85,12 @@ def _gate_summary(gate: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"passed": gate.get("passed"), "summary": gate.get("summary"), "at": gate.get("at")}
 
 
+def jobs_dir(settings: Any) -> Path:
+    """Where job directories (settings, log, data) live: under the data directory of the replica
+    that started the job."""
+    return settings.data_dir / "alignment" / "jobs"
+
+
 class JobStore:
     def __init__(self, db: Database, jobs_dir: Path):
         self.db = db

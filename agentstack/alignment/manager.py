@@ -45,8 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentstack.alignment.jobs import Job, JobStore
-from agentstack.alignment.pipeline import jobs_dir
+from agentstack.alignment.jobs import Job, JobStore, jobs_dir
 from agentstack.alignment.spec import JobSpec
 from agentstack.audit import AuditLog
 from agentstack.config import Settings

@@ -43,10 +43,6 @@ METRIC_KEYS = ("step", "epoch", "loss", "grad_norm", "learning_rate", "rewards/c
                "mean_reward", "entropy")
 
 
-def jobs_dir(settings: Settings) -> Path:
-    return settings.data_dir / "alignment" / "jobs"
-
-
 def served_version(settings: Settings, base_name: str, db: Any) -> str:
     """The version the replicas serve now (``model_state`` in the database), else the base model."""
     from agentstack.state.records import ModelState

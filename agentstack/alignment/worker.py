@@ -75,9 +75,7 @@ def heartbeat(jobs, job_id: str, interval: float, grace: float, stop: threading.
 
 
 def run_job(job_id: str, settings_path: str) -> int:
-    from agentstack.alignment.jobs import JobStore
-    from agentstack.alignment.pipeline import Round, jobs_dir
-    from agentstack.alignment.preferences import InsufficientDataError
+    from agentstack.alignment.jobs import JobStore, jobs_dir
     from agentstack.db import open_db
 
     settings = load_worker_settings(settings_path)
@@ -99,6 +97,8 @@ def run_job(job_id: str, settings_path: str) -> int:
                      name="job-heartbeat", daemon=True).start()
     log.info("job %s: %s round, pid %d, nice %d, %d thread(s)", job_id, job.method, os.getpid(),
              settings.alignment.worker_nice, settings.alignment.worker_threads)
+    from agentstack.alignment.pipeline import Round  # heavy: imported once the heartbeat runs
+    from agentstack.alignment.preferences import InsufficientDataError
     rnd = None
     code = 0
     try:
