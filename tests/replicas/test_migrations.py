@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -125,11 +124,9 @@ def test_concurrent_migrations_run_once(pg_database, tmp_path):
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    from tests.replicas.test_store_contract import concurrently
+
+    concurrently(start, 4)
     assert not errors and time.monotonic() - started < 60
 
 

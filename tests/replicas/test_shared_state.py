@@ -35,11 +35,9 @@ def test_token_bucket_is_atomic_under_threads(state):
     def hit():
         (taken if state.take("key:k", 10.0, 10.0 / 60) == 0.0 else refused).append(1)
 
-    threads = [threading.Thread(target=hit) for _ in range(25)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    from tests.replicas.test_store_contract import concurrently
+
+    concurrently(hit, 25)
     assert len(taken) == 10 and len(refused) == 15
     wait = state.take("key:k", 10.0, 10.0 / 60)
     assert 0 < wait <= 6.1  # one token refills in 6 s

@@ -12,6 +12,15 @@ import pytest
 from agentstack.errors import ConflictError, NotFoundError
 from agentstack.history.store import ResponseRecord
 
+def concurrently(target, n: int) -> None:
+    """Run ``target`` in ``n`` threads at once and wait for all of them."""
+    threads = [threading.Thread(target=target) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 BACKENDS = [pytest.param("sqlite", marks=pytest.mark.unit),
             pytest.param("postgres", marks=pytest.mark.replicas)]
 
@@ -99,11 +108,8 @@ def test_concurrent_first_votes_make_one_row(db):
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=vote, args=("up" if i % 2 else "down",)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    ratings = iter(["up", "down"] * 4)
+    concurrently(lambda: vote(next(ratings)), 8)
     assert not errors
     assert db.query("SELECT count(*) AS n FROM feedback")[0]["n"] == 1
     assert sum(1 for _, new in results if new) == 1
@@ -154,11 +160,7 @@ def test_one_active_job_is_the_databases_rule_even_in_a_race(db, tmp_path):
         except ConflictError as exc:
             refused.append(exc)
 
-    threads = [threading.Thread(target=submit) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    concurrently(submit, 6)
     assert len(created) == 1 and len(refused) == 5
     assert "one job runs at a time" in refused[0].message and created[0].id in refused[0].message
     job = created[0]
