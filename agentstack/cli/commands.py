@@ -7,3 +7,4 @@ from agentstack.cli import eval  # noqa: F401
 from agentstack.cli import align  # noqa: F401
 from agentstack.cli import feedback  # noqa: F401
 from agentstack.cli import models  # noqa: F401
+from agentstack.cli import db  # noqa: F401
