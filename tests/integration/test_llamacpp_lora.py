@@ -151,13 +151,27 @@ def server(llamacpp_engine, tmp_path_factory):
         yield srv
 
 
+@pytest.fixture(scope="module")
+def strong_adapter(embedded_engine, tmp_path_factory):
+    """A LoRA whose answers are plainly not the base model's (random, full scale, q and v)."""
+    from tests.integration.test_lora_hot_swap import make_adapter
+
+    return make_adapter(embedded_engine, tmp_path_factory.mktemp("strong") / "adapter")
+
+
+def _opening(text: str, words: int = 4) -> list[str]:
+    """llama.cpp is not batch-invariant, and a slot may reuse a cached prefix computed inside another
+    batch, so the same model's greedy answers are compared by their opening words."""
+    return text.split()[:words]
+
+
 def _chat(server, model):
     body = {"model": model, "messages": ASK, "max_tokens": 12, "temperature": 0}
     return httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=APP, timeout=120)
 
 
-def test_swap_starts_a_new_instance_while_the_old_one_drains(server, peft_model, llamacpp_engine):
-    _, path = peft_model
+def test_swap_starts_a_new_instance_while_the_old_one_drains(server, strong_adapter, llamacpp_engine):
+    path = strong_adapter
     svc = server.app.state.services
     base_text = _chat(server, "agentstack").json()["choices"][0]["message"]["content"]
     before = llamacpp_engine.stats()["instance"]
@@ -194,8 +208,10 @@ def test_swap_starts_a_new_instance_while_the_old_one_drains(server, peft_model,
         previous = svc.router.activate("v-gguf")
         after = _chat(server, "agentstack").json()
         assert after["model_version"] == "v-gguf" and previous == llamacpp_engine.base_name
-        assert after["choices"][0]["message"]["content"] != base_text
-        assert _chat(server, llamacpp_engine.base_name).json()["choices"][0]["message"]["content"] == base_text
+        adapted = after["choices"][0]["message"]["content"]
+        assert _opening(adapted) != _opening(base_text)
+        base_again = _chat(server, llamacpp_engine.base_name).json()["choices"][0]["message"]["content"]
+        assert _opening(base_again) == _opening(base_text)  # scale 0 for the adapter: the base model
     finally:
         swapped.set()
         runner.join(120)
@@ -208,7 +224,7 @@ def test_swap_starts_a_new_instance_while_the_old_one_drains(server, peft_model,
 
         time.sleep(0.1)
     assert old._server is None  # drained, then stopped
-    assert _chat(server, "agentstack").json()["choices"][0]["message"]["content"] == base_text  # rollback
+    assert _opening(_chat(server, "agentstack").json()["choices"][0]["message"]["content"]) == _opening(base_text)
     r = httpx.post(f"{server.url}/v1/unload_lora_adapter", json={"lora_name": "v-gguf"}, headers=OP)
     assert r.status_code == 200
     assert _chat(server, "v-gguf").status_code == 404
