@@ -117,6 +117,7 @@ class DoneEvent:
     finish_reason: str | None
     guard: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # ms per phase (retrieve, assemble, generate)
+    grounding: dict[str, Any] = field(default_factory=dict)  # the verifier's per-claim scores and decision
     type: str = "done"
 
 
