@@ -109,16 +109,18 @@ def drop_citations(text: str, drop: set[int]) -> str:
     return re.sub(r"[ \t]+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", out)).strip()
 
 
-@lru_cache(maxsize=1)
-def _stemmer():
-    from nltk.stem.porter import PorterStemmer
-
-    return PorterStemmer()
+_SUFFIXES = (("ational", "ate"), ("ations", ""), ("ation", ""), ("ings", ""), ("ing", ""), ("edly", ""),
+             ("ies", "y"), ("ied", "y"), ("ed", ""), ("es", ""), ("s", ""), ("ly", ""))
 
 
 @lru_cache(maxsize=65536)
 def stem(word: str) -> str:
-    return _stemmer().stem(word)
+    """A light suffix stripper (the same on both sides of every comparison, which is what counts):
+    ``finished`` → ``finish``, ``towers`` → ``tower``, ``studies`` → ``study``."""
+    for suffix, repl in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
+            return word[:-len(suffix)] + repl
+    return word
 
 
 def words(text: str) -> list[str]:

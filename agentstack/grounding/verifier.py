@@ -84,7 +84,7 @@ def split_evidence(passages: Sequence[tuple[int, str]]) -> tuple[list[str], list
     sentences, source_of = [], []
     for n, text in passages:
         for c in split_claims(text):
-            if len(c.text) >= 3:
+            if c.text.strip():
                 sentences.append(c.text)
                 source_of.append(n)
     return sentences, source_of
