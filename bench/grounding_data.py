@@ -116,7 +116,9 @@ def main() -> None:
     ensure_index(settings, passages)
     cache = args.work / "answers.jsonl"
     have = load_cache(cache)
-    todo = [q for q in qs if q["key"] not in have]
+    # answerable and unanswerable interleaved, so that any prefix of the run is balanced
+    order = sorted(qs, key=lambda q: (q["i"], q["split"]))
+    todo = [q for q in order if q["key"] not in have]
     meta = args.work / "answers.meta.json"
     info = json.loads(meta.read_text()) if meta.exists() else {"runs": []}
     info["runs"].append({"started": time.time(), "todo": len(todo), "loadavg_at_start": os.getloadavg(),
