@@ -45,13 +45,17 @@ function request(message) {
   if (state.conversationId) body.conversation_id = state.conversationId;
   const index = $("#index").value;
   if (body.mode !== "plain" && index) body.index = index;
-  if (body.mode !== "plain") body.top_k = numberField("top-k-retrieval");
+  if (body.mode !== "plain") {
+    body.top_k = numberField("top-k-retrieval");
+    body.grounding = { enabled: $("#grounding-on").checked, unsupported: $("#grounding-mark").checked ? "mark" : "remove" };
+  }
   return body;
 }
 
 function saveSettings() {
   const data = { mode: mode(), index: $("#index").value };
   for (const id of ["top-k-retrieval", "temperature", "top-p", "top-k", "max-tokens", "seed"]) data[id] = $(`#${id}`).value;
+  for (const id of ["grounding-on", "grounding-mark"]) data[id] = $(`#${id}`).checked;
   try { localStorage.setItem(SETTINGS_KEY, JSON.stringify(data)); } catch { /* storage off */ }
   describeMode();
 }
@@ -65,6 +69,9 @@ function restoreSettings() {
   if (data.index && [...$("#index").options].some((o) => o.value === data.index)) $("#index").value = data.index;
   for (const id of ["top-k-retrieval", "temperature", "top-p", "top-k", "max-tokens", "seed"]) {
     if (typeof data[id] === "string") $(`#${id}`).value = data[id];
+  }
+  for (const id of ["grounding-on", "grounding-mark"]) {
+    if (typeof data[id] === "boolean") $(`#${id}`).checked = data[id];
   }
 }
 
