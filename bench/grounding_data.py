@@ -116,8 +116,10 @@ def main() -> None:
     ensure_index(settings, passages)
     cache = args.work / "answers.jsonl"
     have = load_cache(cache)
-    # answerable and unanswerable interleaved, so that any prefix of the run is balanced
-    order = sorted(qs, key=lambda q: (q["i"], q["split"]))
+    # answerable and unanswerable interleaved, and tune and report questions 1:2 (round j: tune j,
+    # report 100 + 2j and 101 + 2j), so that a run stopped early still gives both splits, balanced
+    order = sorted(qs, key=lambda q: (q["i"] if q["i"] < TUNE else (q["i"] - TUNE) // 2,
+                                      q["i"] >= TUNE, q["i"], q["split"]))
     todo = [q for q in order if q["key"] not in have]
     meta = args.work / "answers.meta.json"
     info = json.loads(meta.read_text()) if meta.exists() else {"runs": []}
