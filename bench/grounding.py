@@ -115,13 +115,13 @@ def abstained(answer: str, message: str) -> bool:
 
 
 def sentence_recall(answer: str, selected: list[str]) -> float | None:
+    """Share of the content words of the gold passage's selected sentences that the answer holds."""
     from agentstack.grounding.text import content_words
 
-    if not selected:
+    gold = set().union(*(content_words(s) for s in selected)) if selected else set()
+    if not gold:
         return None
-    have = content_words(answer)
-    hits = [len(content_words(s) & have) >= 0.5 * max(1, len(content_words(s))) for s in selected]
-    return sum(hits) / len(hits)
+    return len(gold & content_words(answer)) / len(gold)
 
 
 def metrics(qs: list[dict], answers: dict[str, str], cache: dict[str, dict], message: str) -> dict:
@@ -147,8 +147,10 @@ def metrics(qs: list[dict], answers: dict[str, str], cache: dict[str, dict], mes
             "token_f1": mean(f1), "selected_sentence_recall": mean(recall), "citation_precision": rate(cites)}
 
 
-def auc(pos: list[float], neg: list[float]) -> float:
+def auc(pos: list[float], neg: list[float]) -> float | None:
     """ROC AUC (Mann-Whitney): the chance that an answerable question scores above an unanswerable one."""
+    if not pos or not neg:
+        return None
     scores = np.array(pos + neg, dtype=float)
     ranks = scores.argsort().argsort().astype(float) + 1
     for value in np.unique(scores):  # average ranks for ties
@@ -428,8 +430,9 @@ def print_tables(report: dict) -> None:
           f"min_support {op['min_support']}, min_answer {op['min_answer']}, min_extract {op['min_extract']}")
     print(f"\n{'signal (alone)':48} {'AUC tune':>9} {'AUC report':>11}")
     for name, s in report["signals"].items():
-        print(f"{name:48} {s['auc_tune']:9.3f} {s['auc_report']:11.3f}")
-    print(f"\nreport split (200 answerable + 200 unanswerable)")
+        print(f"{name:48} {s['auc_tune'] or 0:9.3f} {s['auc_report'] or 0:11.3f}")
+    qn = report["questions"]
+    print(f"\nreport split ({qn['report']} questions, half answerable; tune split {qn['tune']})")
     cols = ["abstention_unanswerable", "answered_answerable", "token_f1", "selected_sentence_recall",
             "citation_precision"]
     print(f"{'variant':24} " + " ".join(f"{c[:24]:>26}" for c in cols))
