@@ -127,7 +127,7 @@ def sentence_recall(answer: str, selected: list[str]) -> float | None:
 def metrics(qs: list[dict], answers: dict[str, str], cache: dict[str, dict], message: str) -> dict:
     from agentstack.evaluation.metrics.stats import bootstrap_ci, wilson_interval
     from agentstack.evaluation.metrics.text import token_f1
-    from agentstack.grounding.text import cited
+    from agentstack.orchestrators.guards import cited_numbers as cited
 
     ans = [q for q in qs if q["split"] == "answerable"]
     una = [q for q in qs if q["split"] == "unanswerable"]

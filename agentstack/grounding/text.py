@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from agentstack.orchestrators.guards import cited_numbers
+
 CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 # A sentence ends at . ! ? (then closing quotes/brackets and citations) before whitespace and a
 # capital, digit, quote or opening bracket; or at a blank line / a newline before a list item.
@@ -74,7 +76,7 @@ def split_claims(text: str) -> list[Claim]:
         if body_text:
             s = start + lead
             claims.append(Claim(start=s, end=s + len(body_text), text=body_text, body=strip_citations(body_text),
-                                citations=tuple(cited(body_text))))
+                                citations=tuple(cited_numbers(body_text))))
         start = cut
     return claims
 
@@ -88,15 +90,6 @@ def complete_claims(buffer: str) -> int:
 
 def strip_citations(text: str) -> str:
     return re.sub(r"\s+([.,;:!?])", r"\1", CITATION.sub("", text)).strip()
-
-
-def cited(text: str) -> list[int]:
-    seen: list[int] = []
-    for m in CITATION.finditer(text):
-        for n in re.findall(r"\d+", m.group(1)):
-            if int(n) not in seen:
-                seen.append(int(n))
-    return seen
 
 
 def drop_citations(text: str, drop: set[int]) -> str:

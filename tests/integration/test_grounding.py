@@ -7,31 +7,16 @@ removal/marking rules and ReAct's number rule on fixed answers, with the real em
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import pytest
 
 from agentstack.grounding.text import split_claims
 from tests.conftest import APP_KEY
+from tests.integration.test_chat_api import sse_events, write_corpus
 
 pytestmark = pytest.mark.integration
 H = {"Authorization": f"Bearer {APP_KEY}", "X-User-Id": "grace"}
-DOCS = {
-    "paris.md": "# Paris\n\nParis is the capital of France. The Eiffel Tower was finished in 1889.\n",
-    "python.md": "# Python\n\nPython is a programming language created by Guido van Rossum in 1991.\n",
-    "faiss.md": "# FAISS\n\nFAISS is a library for efficient similarity search of dense vectors.\n",
-}
-
-
-def write_corpus(root):
-    docs = root / "docs"
-    docs.mkdir()
-    for name, text in DOCS.items():
-        (docs / name).write_text(text)
-    spec = root / "facts.yaml"
-    spec.write_text("sources:\n  - path: docs\npii:\n  enabled: false\n")
-    return spec
 
 
 @pytest.fixture(scope="module")
@@ -47,23 +32,10 @@ def server(embedded_engine, tmp_path_factory):
         yield srv
 
 
-def sse(server, body):
-    events, name = [], None
-    with httpx.stream("POST", f"{server.url}/v1/chat", json={**body, "stream": True}, headers=H,
-                      timeout=300) as response:
-        assert response.status_code == 200, response.read()
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                events.append((name, json.loads(line[5:])))
-    return events
-
-
 def ask(server, question, **extra):
     body = {"message": question, "mode": "rag", "index": "facts", "params": {"max_tokens": 48, "temperature": 0},
             **extra}
-    return sse(server, body)
+    return sse_events(server, body, headers=H)
 
 
 def test_a_streamed_answer_is_released_sentence_by_sentence_and_stored_with_its_verdict(server):
