@@ -45,13 +45,15 @@ def questions(data: Path) -> tuple[list[dict], list[dict]]:
 
 
 def load_cache(path: Path) -> dict[str, dict]:
-    if not path.exists():
-        return {}
+    """Every cached answer: ``path`` and its shards (``answers.*.jsonl`` beside it)."""
     rows = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            rows[row["key"]] = row
+    for part in [path, *sorted(path.parent.glob(f"{path.stem}.*.jsonl"))]:
+        if not part.exists():
+            continue
+        for line in part.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[row["key"]] = row
     return rows
 
 
@@ -107,6 +109,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--skip", type=int, default=0, help="start this far into the generation order (a second "
+                        "process writing its own shard, --shard)")
+    parser.add_argument("--shard", default="", help="write answers.<shard>.jsonl instead of answers.jsonl")
     args = parser.parse_args()
     from agentstack import Agent
 
@@ -116,16 +121,17 @@ def main() -> None:
     ensure_index(settings, passages)
     cache = args.work / "answers.jsonl"
     have = load_cache(cache)
+    out = args.work / (f"answers.{args.shard}.jsonl" if args.shard else "answers.jsonl")
     # answerable and unanswerable interleaved, and tune and report questions 1:2 (round j: tune j,
     # report 100 + 2j and 101 + 2j), so that a run stopped early still gives both splits, balanced
     order = sorted(qs, key=lambda q: (q["i"] if q["i"] < TUNE else (q["i"] - TUNE) // 2,
                                       q["i"] >= TUNE, q["i"], q["split"]))
-    todo = [q for q in order if q["key"] not in have]
+    todo = [q for q in order[args.skip:] if q["key"] not in have]
     meta = args.work / "answers.meta.json"
     info = json.loads(meta.read_text()) if meta.exists() else {"runs": []}
     info["runs"].append({"started": time.time(), "todo": len(todo), "loadavg_at_start": os.getloadavg(),
                          "concurrency": args.concurrency, "max_tokens": args.max_tokens})
-    asyncio.run(generate(Agent(settings), todo, cache, args.concurrency, args.max_tokens))
+    asyncio.run(generate(Agent(settings), todo, out, args.concurrency, args.max_tokens))
     info["runs"][-1].update(finished=time.time(), loadavg_at_end=os.getloadavg())
     meta.write_text(json.dumps(info, indent=2))
     print(f"{len(load_cache(cache))} answers in {cache}")
