@@ -4,6 +4,7 @@ embedder and the real model are exercised in tests/integration/test_grounding.py
 from __future__ import annotations
 
 import asyncio
+import zlib
 
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ class HashEmbed:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, text in enumerate(texts):
             for w in content_words(text):
-                out[i, hash(w) % self.dim] += 1.0
+                out[i, zlib.crc32(w.encode()) % self.dim] += 1.0
             norm = np.linalg.norm(out[i])
             if norm:
                 out[i] /= norm
