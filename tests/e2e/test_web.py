@@ -118,16 +118,15 @@ def test_rag_chat_streams_an_answer_with_sources(server, page):
     sign_in(page, server, APP_KEY, user="e2e-rag")
     settings(page, mode="rag", max_tokens=40)
     assert page.input_value("#index") == "facts"
-    page.evaluate("""() => {  // count the token events as they land in the answer being written
-        window.__tokenWrites = 0;
-        new MutationObserver((records) => {
-            for (const r of records) if (r.target.classList && r.target.classList.contains('streaming')) window.__tokenWrites++;
-        }).observe(document.getElementById('transcript'), {childList: true, subtree: true});
-    }""")
+    count_token_writes(page)
     rid = ask(page, "What is the capital of France?")
-    assert page.evaluate("window.__tokenWrites") > 1  # the answer arrived in pieces, not at once
+    writes = page.evaluate("window.__tokenWrites")
     answer = page.locator(ANSWER).last
     rec = server.app.state.services.responses.get(rid)
+    if rec.grounding["decision"] == "answered":  # a checked sentence (or a held group of them) at a time
+        assert 1 <= writes <= sum(c["kept"] for c in rec.grounding["claims"])
+    else:
+        assert writes == 1  # the abstain message or the quotes, once: nothing shown was taken back
     assert rec.mode == "rag" and rec.user_id == "e2e-rag" and rec.sources
     assert answer.locator(".answer-text").inner_text().strip() == rec.answer.strip()
     first = answer.locator(".sources li").first
@@ -156,10 +155,21 @@ def test_rag_chat_streams_an_answer_with_sources(server, page):
     page.screenshot(path=str(ARTIFACTS / "chat.png"))
 
 
+def count_token_writes(page) -> None:
+    page.evaluate("""() => {  // count the token events as they land in the answer being written
+        window.__tokenWrites = 0;
+        new MutationObserver((records) => {
+            for (const r of records) if (r.target.classList && r.target.classList.contains('streaming')) window.__tokenWrites++;
+        }).observe(document.getElementById('transcript'), {childList: true, subtree: true});
+    }""")
+
+
 def test_thumbs_down_with_a_correction_lands_in_the_feedback_store(server, page):
     sign_in(page, server, APP_KEY, user="e2e-thumbs")
     settings(page)
+    count_token_writes(page)
     rid = ask(page, "Name a colour.")
+    assert page.evaluate("window.__tokenWrites") > 1  # a plain answer arrives in pieces, not at once
     answer = page.locator(ANSWER).last
     answer.get_by_role("button", name="Thumbs down").click()
     answer.get_by_label("Comment (optional)").fill("Too vague.")
