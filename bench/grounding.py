@@ -414,15 +414,16 @@ def plot(curves: dict, report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 5.2), dpi=110)
-    ax.axvspan(0.85, 1.0, ymin=0.70, ymax=1.0, color="#047857", alpha=0.12, label="targets")
+    ax.fill_between([0.85, 1.0], 0.70, 1.0, color="#047857", alpha=0.12, label="targets")
     for name, points in curves.items():
         ax.plot([p["answered"] for p in points], [p["abstention"] for p in points], marker=".", label=name)
     for name, style in (("off", "s"), ("on, fallback=abstain", "o"), ("on, fallback=extract", "^")):
         m = report["report"][name]
         ax.scatter([m["answered_answerable"]["rate"]], [m["abstention_unanswerable"]["rate"]], marker=style,
                    s=70, zorder=5, edgecolor="black", label=f"verifier {name}")
-    ax.set_xlabel("answerable questions answered (report split, 200)")
-    ax.set_ylabel("unanswerable questions abstained (report split, 200)")
+    n = report["questions"]["report"] // 2
+    ax.set_xlabel(f"answerable questions answered (report split, n={n})")
+    ax.set_ylabel(f"unanswerable questions abstained (report split, n={n})")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
     ax.set_title("ClapNQ dev: abstention vs answer rate, SmolLM2-135M")
