@@ -123,8 +123,6 @@ LEGACY_MIGRATIONS: list[Migration] = [
         "CREATE INDEX alignment_jobs_created ON alignment_jobs (created_at)",
         "CREATE INDEX alignment_jobs_status ON alignment_jobs (status)",
     )),
-    # The groundedness verifier's per-claim scores and decision (agentstack/grounding), as JSON.
-    Migration("responses_grounding", sql("ALTER TABLE responses ADD COLUMN grounding_json TEXT")),
 ]
 
 
