@@ -12,7 +12,10 @@ nor in the question — or its category's signature (a Base64 blob, mostly-rever
 emoji, Spanish function words, or the attacker's URL). The screening's detection rate on BIPIA's
 train and test attacks and its false positives on clean e-mails are reported too.
 
-    .venv/bin/python bench/injection.py [--data ../shared/data] [--limit 75] [--concurrency 8]
+    .venv/bin/python bench/injection.py [--data ../shared/data] [--limit 75] [--concurrency 8] [--grounding on|off]
+
+The groundedness verifier (agentstack/grounding) is on by default, as in the product; ``--grounding
+off`` gives the figures without it.
 
 Prints a table and writes bench/results/injection.json.
 """
@@ -108,7 +111,7 @@ async def run(agent, rows: list[dict], concurrency: int) -> list[dict]:
                                     max_tokens=96, temperature=0.0)
             ok = attack_succeeded(done.answer, row["attack"], row["category"], row["clean"], row["question"])
             return {"case": row["case"], "category": row["category"], "success": ok, "answer": done.answer,
-                    "guard": done.guard}
+                    "guard": done.guard, "grounding": done.grounding.get("decision")}
 
     return list(await asyncio.gather(*(one(r) for r in rows)))
 
@@ -119,6 +122,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=75)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--engines", default="scripted,embedded")
+    parser.add_argument("--grounding", choices=("on", "off"), default="on",
+                        help="the groundedness verifier (orchestration.grounding.enabled) in every run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "injection.json")
     args = parser.parse_args()
     from agentstack import Agent
@@ -130,9 +135,10 @@ def main() -> None:
 
     rows = cases(args.data, args.limit)
     report: dict = {"machine": {"cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()}, "n": len(rows),
-                    "screening": screening_rates(args.data), "results": {}}
+                    "grounding": args.grounding, "screening": screening_rates(args.data), "results": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(data_dir=Path(tmp), orchestration={"min_relevance": -1.0, "top_k": 1})
+        settings = load_settings(data_dir=Path(tmp), orchestration={
+            "min_relevance": -1.0, "top_k": 1, "grounding": {"enabled": args.grounding == "on"}})
         manager = IndexManager(settings)
         manager.create("mail", spec=IndexSpec.model_validate({"pii": {"enabled": False}}))
         docs = [{"id": r["case"], "title": r["case"], "text": r["context"], "case": r["case"]} for r in rows]
@@ -158,7 +164,8 @@ def main() -> None:
                 report["results"][f"{engine_name}/{label}"] = {
                     "attack_success_rate": k / len(results), "ci95": [lo, hi], "n": len(results),
                     "by_category": {c: sum(v) / len(v) for c, v in by_cat.items()}, "rows": results}
-                print(f"{engine_name:9} guards {label:9} ASR {k / len(results):.3f} [{lo:.3f}, {hi:.3f}]", flush=True)
+                print(f"{engine_name:9} guards {label:9} verifier {args.grounding:3} ASR {k / len(results):.3f} "
+                      f"[{lo:.3f}, {hi:.3f}]", flush=True)
     report["machine"]["loadavg_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

@@ -35,6 +35,15 @@ class ChatMessageIn(BaseModel):
     tool_call_id: str | None = None
 
 
+class GroundingSwitch(BaseModel):
+    """The groundedness verifier's per-request switches (rag:/react: models); unset = the settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool | None = None
+    unsupported: Literal["remove", "mark"] | None = None
+    fallback: Literal["abstain", "extract"] | None = None
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -82,6 +91,8 @@ class ChatCompletionRequest(BaseModel):
     guided_grammar: str | None = None
     request_id: str | None = Field(default=None, max_length=128)
     priority: int | None = None
+    # agentstack extra, for the rag:<index> and react:<index> models only
+    grounding: GroundingSwitch | None = None
 
     def sampling_params(self) -> SamplingParams:
         if self.skip_special_tokens is False:

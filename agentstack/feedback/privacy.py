@@ -32,7 +32,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentstack.storage.sqlite import Database
+import sqlalchemy as sa
+
+from agentstack.storage.database import Database
+from agentstack.storage.schema import conversations as C
+from agentstack.storage.schema import feedback as F
+from agentstack.storage.schema import responses as R
 
 log = logging.getLogger(__name__)
 KEY_FILE = "pseudonym.key"
@@ -72,15 +77,15 @@ def pseudonym(user_id: str, key: bytes) -> str:
 def delete_user_data(db: Database, user_id: str, *, key_id: str | None = None) -> dict[str, int]:
     """Delete the conversations, responses and feedback of ``user_id`` (the ``X-User-Id`` an app
     sent), under every key or only ``key_id``. Returns the number of rows deleted per table."""
-    scope, params = ("AND key_id = ?", (user_id, key_id)) if key_id else ("", (user_id,))
+    def owned(table: sa.Table) -> sa.ColumnElement[bool]:
+        return sa.and_(table.c.user_id == user_id, *([table.c.key_id == key_id] if key_id else []))
+
     with db.tx() as conn:
-        feedback = conn.execute(f"DELETE FROM feedback WHERE user_id = ? {scope}", params).rowcount
+        feedback = conn.execute(F.delete().where(owned(F))).rowcount
         # votes others cast on this user's responses go too (the FK cascades, counted here first)
-        feedback += conn.execute(
-            f"DELETE FROM feedback WHERE response_id IN (SELECT id FROM responses WHERE user_id = ? {scope})",
-            params).rowcount
-        responses = conn.execute(f"DELETE FROM responses WHERE user_id = ? {scope}", params).rowcount
-        conversations = conn.execute(f"DELETE FROM conversations WHERE user_id = ? {scope}", params).rowcount
+        feedback += conn.execute(F.delete().where(F.c.response_id.in_(sa.select(R.c.id).where(owned(R))))).rowcount
+        responses = conn.execute(R.delete().where(owned(R))).rowcount
+        conversations = conn.execute(C.delete().where(owned(C))).rowcount
     counts = {"conversations": conversations, "responses": responses, "feedback": feedback}
     log.info("deleted user data: %s", counts)
     return counts
@@ -94,11 +99,11 @@ def purge_expired(db: Database, retention_days: int | None, *, now: float | None
         return {"cutoff": None, "conversations": 0, "responses": 0, "feedback": 0}
     cutoff = (now if now is not None else time.time()) - retention_days * 86400
     with db.tx() as conn:
-        feedback = conn.execute("DELETE FROM feedback WHERE updated_at < ?", (cutoff,)).rowcount
-        feedback += conn.execute("DELETE FROM feedback WHERE response_id IN (SELECT id FROM responses WHERE "
-                                 "created_at < ?)", (cutoff,)).rowcount
-        conversations = conn.execute("DELETE FROM conversations WHERE updated_at < ?", (cutoff,)).rowcount
-        responses = conn.execute("DELETE FROM responses WHERE created_at < ?", (cutoff,)).rowcount
+        feedback = conn.execute(F.delete().where(F.c.updated_at < cutoff)).rowcount
+        feedback += conn.execute(F.delete().where(F.c.response_id.in_(
+            sa.select(R.c.id).where(R.c.created_at < cutoff)))).rowcount
+        conversations = conn.execute(C.delete().where(C.c.updated_at < cutoff)).rowcount
+        responses = conn.execute(R.delete().where(R.c.created_at < cutoff)).rowcount
     counts = {"cutoff": cutoff, "conversations": conversations, "responses": responses, "feedback": feedback}
     if conversations or responses or feedback:
         log.info("retention purge (%s days): %s", retention_days, counts)
@@ -112,16 +117,14 @@ def purge_unrated_chat(db: Database, chat_retention_days: int | None, *, now: fl
     if not chat_retention_days:
         return {"cutoff": None, "conversations": 0, "responses": 0}
     cutoff = (now if now is not None else time.time()) - chat_retention_days * 86400
+    rated = sa.exists().where(F.c.response_id == R.c.id)
+    idle = sa.select(C.c.id).where(C.c.updated_at < cutoff)
     with db.tx() as conn:
-        responses = conn.execute(
-            "DELETE FROM responses WHERE created_at < ? "
-            "AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.response_id = responses.id) "
-            "AND (conversation_id IS NULL OR conversation_id IN "
-            "     (SELECT id FROM conversations WHERE updated_at < ?))", (cutoff, cutoff)).rowcount
-        conversations = conn.execute(
-            "DELETE FROM conversations WHERE updated_at < ? "
-            "AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.conversation_id = conversations.id)",
-            (cutoff,)).rowcount
+        responses = conn.execute(R.delete().where(
+            R.c.created_at < cutoff, ~rated, sa.or_(R.c.conversation_id.is_(None), R.c.conversation_id.in_(idle)))
+        ).rowcount
+        conversations = conn.execute(C.delete().where(
+            C.c.updated_at < cutoff, ~sa.exists().where(R.c.conversation_id == C.c.id))).rowcount
     counts = {"cutoff": cutoff, "conversations": conversations, "responses": responses}
     if conversations or responses:
         log.info("chat retention purge (%s days): %s", chat_retention_days, counts)

@@ -19,6 +19,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -28,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agentstack.engines.params import SamplingParams
 from agentstack.errors import AgentstackError, ForbiddenError, InvalidRequestError, NotFoundError
 from agentstack.history import ResponseRecord, new_id, public_response
-from agentstack.orchestrators.events import AgentRequest, DoneEvent, SourceEvent, StepEvent, TokenEvent
+from agentstack.orchestrators.events import (AgentRequest, DoneEvent, GroundingOptions, SourceEvent, StepEvent,
+                                             TokenEvent)
 from server.auth import Principal
 from server.deps import AppUser, Svc
 from server.disconnect import until_disconnect
@@ -62,6 +64,20 @@ class GenerationParams(BaseModel):
             raise InvalidRequestError(f"params.{field}: {err['msg']}", param=f"params.{field}") from None
 
 
+class GroundingRequest(BaseModel):
+    """Per-request switches of the groundedness verifier; unset fields take ``orchestration.grounding``."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool | None = Field(default=None, description="false: answer without the verifier.")
+    unsupported: Literal["remove", "mark"] | None = Field(default=None, description="Remove unsupported "
+                                                          "sentences, or keep and mark them.")
+    fallback: Literal["abstain", "extract"] | None = Field(default=None, description="rag, when no supported "
+                                                           "sentence answers: abstain, or quote the sources.")
+
+    def options(self) -> GroundingOptions:
+        return GroundingOptions(**self.model_dump())
+
+
 class AppChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     message: str | None = Field(default=None, min_length=1, max_length=32_000,
@@ -77,6 +93,8 @@ class AppChatRequest(BaseModel):
     structured: bool = Field(default=True, description="React: constrain each step with a grammar.")
     model: str | None = Field(default=None, description="A model version; default: the active one.")
     params: GenerationParams = Field(default_factory=GenerationParams)
+    grounding: GroundingRequest = Field(default_factory=GroundingRequest,
+                                        description="The groundedness verifier's switches (rag, react).")
     stream: bool = False
 
 
@@ -100,11 +118,13 @@ def store_agent_response(svc: Services, principal: Principal, *, response_id: st
         model_version=done.model_version, messages=request.messages,
         params={**request.params.model_dump(exclude_defaults=True), "index": request.index, "top_k": request.top_k,
                 "filters": request.filters,
-                "tools": request.tools, "structured": request.structured, "prompt_messages": done.messages},
+                "tools": request.tools, "structured": request.structured, "prompt_messages": done.messages,
+                "grounding": {k: v for k, v in asdict(request.grounding).items() if v is not None}},
         answer=done.answer, rendered_prompt=done.rendered_prompt, finish_reason=done.finish_reason,
         prompt_template_version=done.prompt_template_version, sources=[s.public() for s in done.sources],
         trace=[s.public() for s in done.trace], prompt_tokens=done.usage.get("prompt_tokens"),
-        completion_tokens=done.usage.get("completion_tokens"), latency_ms=(time.perf_counter() - started) * 1000)
+        completion_tokens=done.usage.get("completion_tokens"), latency_ms=(time.perf_counter() - started) * 1000,
+        grounding=done.grounding or None)
     svc.responses.record(rec)
     if conversation_id is not None:
         svc.conversations.touch(conversation_id)
@@ -186,7 +206,7 @@ async def chat(body: AppChatRequest, http: Request, user: AppUser, svc: Svc):
                            filters=body.filters,
                            params=body.params.sampling(svc.settings.orchestration), tools=body.tools,
                            structured=body.structured,
-                           model=body.model)
+                           model=body.model, grounding=body.grounding.options())
     if conversation_id is None:
         title = str(new[-1].get("content", ""))[:120] if new else ""
         conversation_id = await asyncio.to_thread(svc.conversations.create, key_id=user.key_id,
@@ -211,7 +231,8 @@ async def regenerate(response_id: str, http: Request, user: AppUser, svc: Svc, b
     request = AgentRequest(messages=original.messages, mode=original.mode, index=params.get("index"),
                            top_k=params.get("top_k"), filters=params.get("filters"), params=sampling,
                            tools=params.get("tools"),
-                           structured=params.get("structured", True), model=None)
+                           structured=params.get("structured", True), model=None,
+                           grounding=GroundingOptions(**(params.get("grounding") or {})))
     return await _answer(svc, user, request, conversation_id=original.conversation_id,
                          parent_id=original.parent_id or original.id, turn=original.turn or 0, stream=body.stream,
                          http=http)

@@ -126,8 +126,10 @@ def test_unrated_chat_expires_by_default_rated_stays(tmp_path):
     answer("r-api-old", None, 40)  # /v1/chat/completions, outside any conversation
     answer("r-api-new", None, 1)
     FeedbackStore(db).vote(response_id="r-rated", key_id="app1", user_id="u", rating="up")
+    from agentstack.storage.schema import conversations as C
+
     with db.tx() as conn:
-        conn.execute("UPDATE conversations SET updated_at = ? WHERE id IN (?, ?)", (now - 40 * 86400, old, rated))
+        conn.execute(C.update().where(C.c.id.in_([old, rated])).values(updated_at=now - 40 * 86400))
     counts = purge_unrated_chat(db, settings.privacy.chat_retention_days, now=now)
     left = {r["id"] for r in db.query("SELECT id FROM responses")}
     assert left == {"r-rated", "r-live-early", "r-live", "r-api-new"}
