@@ -90,7 +90,7 @@ class AnswerGuard:
                 self._leak_text = (base + self._pending)[-span:]
                 self._leak_run = match
                 self._pending = ""
-                out = self.sanitize(keep) if keep else ""
+                out = self._stage_one(keep) if keep else ""
                 if not self._in_leak:
                     out += REMOVED
                     self.stats.leaks_removed += 1
@@ -101,11 +101,11 @@ class AnswerGuard:
         if cut == 0:
             return ""
         ready, self._pending = self._pending[:cut], self._pending[cut:]
-        return self._emit(self.sanitize(ready))
+        return self._emit(self._stage_one(ready))
 
     def finish(self) -> str:
         ready, self._pending = self._pending, ""
-        staged = self._emit(self.sanitize(ready)) if ready else ""
+        staged = self._emit(self._stage_one(ready)) if ready else ""
         return staged + self._publish(self._links.finish())
 
     def _emit(self, text: str) -> str:
@@ -167,8 +167,14 @@ class AnswerGuard:
 
     # -- whole text -------------------------------------------------------------------------------
     def sanitize(self, text: str) -> str:
-        """Stage one on a piece of text: unknown citations and system-prompt copies (links are the
-        link guard's, after this)."""
+        """A whole text (not part of the stream) through every guard, counted in this guard's stats."""
+        out = LinkGuard(self._links.policy, self._link_stats).sanitize(self._stage_one(text))
+        self.stats.links_removed = self._link_stats.removed
+        self.stats.hosts = list(self._link_stats.hosts)
+        return out
+
+    def _stage_one(self, text: str) -> str:
+        """Unknown citations and system-prompt copies (links are the link guard's, after this)."""
         text = self._citations(text)
         if self._sp:
             text = self._leaks(text)

