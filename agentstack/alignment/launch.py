@@ -152,15 +152,21 @@ def follower_command(config_path: Path, machine_rank: int) -> list[str]:
 
 
 def follow(config_paths: list[Path], machine_rank: int, *, wait_s: float = 0.0, threads: int = 1) -> int:
-    """Run this machine's share of each step config in order (RLHF: reward.json, then policy.json),
-    waiting up to ``wait_s`` for each to appear. Returns the first non-zero exit status, or 0."""
-    for path in config_paths:
+    """Run this machine's share of each step config in order (reward.json, then policy.json),
+    waiting up to ``wait_s`` for each to appear; a step is skipped when a later one appears first
+    (a job that trains no reward model writes no reward.json). Returns the first non-zero exit
+    status, or 0."""
+    for i, path in enumerate(config_paths):
         deadline = time.monotonic() + wait_s
         while not Path(path).is_file():
+            if any(Path(later).is_file() for later in config_paths[i + 1:]):
+                break
             if time.monotonic() >= deadline:
                 raise TrainingFailed(f"{path} did not appear within {wait_s:.0f} s; is the job running, and is its "
                                      "directory on a volume this machine mounts at the same path?")
             time.sleep(1.0)
+        if not Path(path).is_file():
+            continue
         code = subprocess.call(follower_command(Path(path), machine_rank), stdin=subprocess.DEVNULL,
                                env=environment(threads))
         if code:

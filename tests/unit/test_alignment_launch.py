@@ -120,6 +120,23 @@ def test_follow_waits_then_says_why(tmp_path):
     assert launch.main(["follow", "--machine-rank", "1", str(tmp_path / "absent.json")]) == 2
 
 
+def test_follow_runs_the_steps_that_exist_in_order(tmp_path, monkeypatch):
+    """A job without a reward model writes only policy.json: the follower skips reward.json."""
+    from agentstack.alignment import launch
+
+    ran = []
+    monkeypatch.setattr(launch.subprocess, "call", lambda cmd, **kw: ran.append(cmd[-1]) or 0)
+    resolved = {"kind": "accelerate", "accelerate_config": str(ZERO3), "num_processes": 2, "num_machines": 2,
+                "main_process_ip": "127.0.0.1", "main_process_port": 29500}
+    reward, policy = tmp_path / "reward.json", tmp_path / "policy.json"
+    policy.write_text(json.dumps({"method": "dpo", "launcher": resolved}))
+    assert launch.follow([reward, policy], 1, wait_s=5) == 0
+    assert ran == [str(policy)]
+    reward.write_text(json.dumps({"method": "reward", "launcher": resolved}))
+    ran.clear()
+    assert launch.follow([reward, policy], 1) == 0 and ran == [str(reward), str(policy)]
+
+
 def test_step_config_with_its_launcher_loads(tmp_path):
     """The worker writes the launcher into the step config; the trainer's config loader ignores it."""
     from agentstack.alignment.train import load_config
