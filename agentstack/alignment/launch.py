@@ -101,6 +101,10 @@ def resolve(settings: Settings, launcher: dict[str, Any] | None) -> dict[str, An
 
 def environment(threads: int) -> dict[str, str]:
     env = dict(os.environ)
+    # The interpreter's bin first: DeepSpeed compiles its ops on first use with the `ninja` there.
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = os.pathsep.join(p for p in (bin_dir, env.get("PATH", "")) if p)
     env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
                 "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "PYTHONUNBUFFERED": "1", "ACCELERATE_DISABLE_RICH": "1"})

@@ -146,3 +146,18 @@ def test_step_config_with_its_launcher_loads(tmp_path):
                                "launcher": {"kind": "accelerate", "num_machines": 2}}))
     method, config = load_config(cfg)
     assert method == "dpo" and config.output_dir == "o"
+
+
+def test_training_environment_finds_the_interpreters_tools(monkeypatch):
+    """DeepSpeed compiles its ops with the `ninja` installed beside the interpreter (a pip dependency),
+    which a bare PATH does not reach."""
+    import os
+
+    from agentstack.alignment import launch
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    env = launch.environment(2)
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert env["PATH"].endswith("/usr/bin:/bin") and env["OMP_NUM_THREADS"] == "2"
+    monkeypatch.setenv("PATH", env["PATH"])
+    assert launch.environment(1)["PATH"] == env["PATH"]  # not added twice

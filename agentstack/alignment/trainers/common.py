@@ -313,8 +313,11 @@ def finish(trainer: Any, config: TrainConfig, before: dict[str, Any], started: f
            extra: dict[str, Any] | None = None, subdir: str = ADAPTER_SUBDIR,
            evaluate: Any = None) -> dict[str, Any]:
     """Gather the trained weights, save and verify the adapter, and write ``summary.json``: final
-    metrics, parameter changes, timing, how the run was spread. ``evaluate(adapter_dir) -> dict``,
-    if given, runs on the main process on the saved adapter and its result joins the summary."""
+    metrics, parameter changes, timing, how the run was spread (``sharded_tensors``: trainable
+    tensors that rank 0 held only a shard of, which the gather completed). ``evaluate(adapter_dir)
+    -> dict``, if given, runs on the main process on the saved adapter; its result joins the summary."""
+    local = dict(trainer.accelerator.unwrap_model(trainer.model_wrapped).named_parameters())
+    sharded = sum(1 for name, p in local.items() if name in before and p.numel() != before[name].numel())
     state = gather_state(trainer)
     change = changed_parameters(state, before) if trainer.accelerator.is_main_process else None
     path, checked = save_adapter(trainer, config, state, before, subdir)
@@ -322,8 +325,8 @@ def finish(trainer: Any, config: TrainConfig, before: dict[str, Any], started: f
     logs = [h for h in trainer.state.log_history if "loss" in h]
     summary = {"steps": trainer.state.global_step, "train_seconds": round(time.time() - started, 2),
                "final": logs[-1] if logs else {}, "parameters": change, "adapter": str(path),
-               "saved_tensors": checked, "world_size": trainer.accelerator.num_processes,
-               "backend": getattr(trainer.accelerator.state, "backend", None), **sharding(trainer), **(extra or {})}
+               "saved_tensors": checked, "sharded_tensors": sharded,
+               "world_size": trainer.accelerator.num_processes, "backend": getattr(trainer.accelerator.state, "backend", None), **sharding(trainer), **(extra or {})}
     if trainer.accelerator.is_main_process:
         if evaluate is not None:
             summary.update(evaluate(path))
