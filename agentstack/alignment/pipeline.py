@@ -43,13 +43,11 @@ METRIC_KEYS = ("step", "epoch", "loss", "grad_norm", "learning_rate", "rewards/c
                "mean_reward", "entropy")
 
 
-def jobs_dir(settings: Settings) -> Path:
-    return settings.data_dir / "alignment" / "jobs"
+def served_version(settings: Settings, base_name: str, db: Any) -> str:
+    """The version the replicas serve now (``model_state`` in the database), else the base model."""
+    from agentstack.state.records import ModelState
 
-
-def served_version(settings: Settings, base_name: str) -> str:
-    """The version the server serves now (its persisted router state), else the base model."""
-    return (read_json(settings.registry_path / "active.json", {}) or {}).get("active") or base_name
+    return ModelState(db, settings.engine.served_model_name).get().active or base_name
 
 
 class Round:
@@ -75,7 +73,7 @@ class Round:
         self.base_spec = base
         model_dir, self.base_name = resolve_model_dir(base, settings.model_cache)
         self.model_dir = str(model_dir)
-        self.current = served_version(settings, self.base_name)
+        self.current = served_version(settings, self.base_name, self.db)
         self.current_adapter = (str(self.registry.get(self.current).adapter_dir)
                                 if self.current != self.base_name and self.registry.exists(self.current) else None)
         if self.current != self.base_name and self.current_adapter is None:
