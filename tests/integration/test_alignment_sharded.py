@@ -5,8 +5,8 @@
 * DeepSpeed ZeRO-3: the shipped ``zero3.yaml`` settings on DeepSpeed's CPU accelerator over gloo,
   launched as **two machines** of one process each on loopback: the job's side (machine rank 0)
   through ``launch.run``, the other machine through ``python -m agentstack.alignment.launch follow
-  --machine-rank 1``. Two changes for the CPU and for the test: ``mixed_precision`` "no" (bf16 is for
-  GPUs), and ``stage3_param_persistence_threshold`` 0. DeepSpeed keeps parameters under that
+  --machine-rank 1``. Two changes, in a DeepSpeed JSON: bf16 "auto" (it follows the trainer: fp32
+  on the CPU), and ``stage3_param_persistence_threshold`` 0. DeepSpeed keeps parameters under that
   threshold (default 1e5 elements) whole on every rank, which would hide small LoRA tensors from
   sharding; at 0 every LoRA tensor is partitioned, so rank 0 holds empty shards and the adapter
   can only be right if it was gathered before saving. It must equal the DDP run's adapter (same
@@ -96,8 +96,11 @@ def test_zero3_across_two_machines_saves_the_gathered_adapter(ddp_run, embedded_
                               "offload_optimizer": {"device": zero["offload_optimizer_device"]},
                               "offload_param": {"device": zero["offload_param_device"]},
                               "stage3_param_persistence_threshold": 0}}))
+    # With a DeepSpeed JSON, accelerate refuses mixed_precision in the YAML: "auto" there follows the
+    # trainer (fp32 on the CPU).
     cpu_zero3 = tmp_path / "cpu_zero3.yaml"
-    cpu_zero3.write_text(yaml.safe_dump({**shipped, "mixed_precision": "no", "deepspeed_config": {
+    cpu_zero3.write_text(yaml.safe_dump({**{k: v for k, v in shipped.items() if k != "mixed_precision"},
+                                         "deepspeed_config": {
         "deepspeed_config_file": str(ds_json), "deepspeed_multinode_launcher": zero["deepspeed_multinode_launcher"],
         "zero3_init_flag": zero["zero3_init_flag"]}}))
     launcher = Launcher.model_validate({"kind": "accelerate", "config_file": str(cpu_zero3), "num_processes": 2,
