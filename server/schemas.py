@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentstack.engines.params import SamplingParams, StructuredOutput
 from agentstack.errors import InvalidRequestError
+from agentstack.strict import StrictModel
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(StrictModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
     continuous_usage_stats: bool = False
@@ -35,7 +36,7 @@ class ChatMessageIn(BaseModel):
     tool_call_id: str | None = None
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(StrictModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=256)
@@ -172,7 +173,7 @@ class ChatCompletionRequest(BaseModel):
         return [m.model_dump(exclude_none=True) for m in self.messages]
 
 
-class EmbeddingRequest(BaseModel):
+class EmbeddingRequest(StrictModel):
     model_config = ConfigDict(extra="forbid")
     model: str
     input: str | list[str] = Field(description="Text or list of texts (token-id inputs are not supported).")
@@ -181,20 +182,20 @@ class EmbeddingRequest(BaseModel):
     user: str | None = None
 
 
-class LoraLoadRequest(BaseModel):
+class LoraLoadRequest(StrictModel):
     model_config = ConfigDict(extra="forbid")
     lora_name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     lora_path: str = Field(min_length=1)
     load_inplace: bool = False
 
 
-class LoraUnloadRequest(BaseModel):
+class LoraUnloadRequest(StrictModel):
     model_config = ConfigDict(extra="forbid")
     lora_name: str = Field(min_length=1, max_length=128)
     lora_int_id: int | None = None
 
 
-class TokenizeRequest(BaseModel):
+class TokenizeRequest(StrictModel):
     """vLLM's /tokenize: either chat ``messages`` (rendered with the chat template) or a bare
     ``prompt``."""
 

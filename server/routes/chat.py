@@ -29,16 +29,18 @@ from agentstack.engines.params import SamplingParams
 from agentstack.errors import AgentstackError, ForbiddenError, InvalidRequestError, NotFoundError
 from agentstack.history import ResponseRecord, new_id, public_response
 from agentstack.orchestrators.events import AgentRequest, DoneEvent, SourceEvent, StepEvent, TokenEvent
+from agentstack.strict import StrictModel
 from server.auth import Principal
 from server.deps import AppUser, Svc
 from server.disconnect import until_disconnect
 from server.errors import status_for
+from server.openapi import exactly_one_of
 from server.services import Services
 
 router = APIRouter(tags=["chat"])
 
 
-class GenerationParams(BaseModel):
+class GenerationParams(StrictModel):
     model_config = ConfigDict(extra="forbid")
     temperature: float | None = None
     top_p: float | None = None
@@ -62,8 +64,9 @@ class GenerationParams(BaseModel):
             raise InvalidRequestError(f"params.{field}: {err['msg']}", param=f"params.{field}") from None
 
 
-class AppChatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AppChatRequest(StrictModel):
+    # Exactly one of `message` and `messages` (the server answers 400 otherwise; the schema says so).
+    model_config = ConfigDict(extra="forbid", json_schema_extra=exactly_one_of("message", "messages"))
     message: str | None = Field(default=None, min_length=1, max_length=32_000,
                                 description="The user's new message; history comes from `conversation_id`.")
     messages: list[dict[str, Any]] | None = Field(default=None, min_length=1,
@@ -80,7 +83,7 @@ class AppChatRequest(BaseModel):
     stream: bool = False
 
 
-class RegenerateRequest(BaseModel):
+class RegenerateRequest(StrictModel):
     model_config = ConfigDict(extra="forbid")
     params: GenerationParams | None = None
     stream: bool = False

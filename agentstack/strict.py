@@ -1,0 +1,39 @@
+"""Request models whose numbers are numbers.
+
+pydantic's lax mode turns ``true``/``false`` into 1/0 for ``int`` and ``float`` fields. A JSON
+body that sends a boolean where the schema says ``integer`` or ``number`` is a client bug, and the
+API's schema says so; :class:`StrictModel` refuses it (422 naming the field) instead of guessing.
+Everything else stays lax (ISO 8601 strings for datetimes, ints for floats).
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+
+def _wants_number(annotation: Any) -> bool:
+    if annotation in (int, float):
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = get_args(annotation)
+        return bool not in args and any(_wants_number(a) for a in args)
+    return False
+
+
+class StrictModel(BaseModel):
+    """``extra="forbid"``, and no booleans where a number is expected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, info in cls.model_fields.items():
+                value = data.get(info.alias or name)
+                if isinstance(value, bool) and _wants_number(info.annotation):
+                    raise ValueError(f"{name}: expected a number, got {str(value).lower()}")
+        return data
