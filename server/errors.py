@@ -86,7 +86,13 @@ def allowed_methods(request: Request) -> str:
     from starlette.routing import Match
 
     methods: set[str] = set()
-    for route in request.app.routes:
+    pending = list(request.app.routes)
+    while pending:
+        route = pending.pop()
+        inner = getattr(route, "original_router", None) or route  # FastAPI wraps each included router
+        if getattr(route, "methods", None) is None and hasattr(inner, "routes"):
+            pending.extend(inner.routes)
+            continue
         match, _ = route.matches({**request.scope, "method": "GET"})
         if match != Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentstack.engines.messages import ROLES
 from agentstack.engines.params import SamplingParams, StructuredOutput
 from agentstack.errors import InvalidRequestError
 from agentstack.strict import StrictModel
@@ -29,8 +30,12 @@ class ChatMessageIn(BaseModel):
     # Messages are permissive (clients add fields such as ``refusal`` or ``annotations``);
     # normalize_messages() validates role and content.
     model_config = ConfigDict(extra="allow")
-    role: str
-    content: str | list[Any] | None = None
+    role: str = Field(json_schema_extra={"enum": list(ROLES)})
+    content: str | list[Any] | None = Field(default=None, json_schema_extra={"anyOf": [
+        {"type": "string"}, {"type": "null"},
+        {"type": "array", "items": {"anyOf": [{"type": "string"}, {
+            "type": "object", "required": ["type", "text"],
+            "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}]}}]})
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None

@@ -35,6 +35,7 @@ from server.deps import AppUser, Svc
 from server.disconnect import until_disconnect
 from server.errors import status_for
 from server.openapi import exactly_one_of
+from server.schemas import ChatMessageIn
 from server.services import Services
 
 router = APIRouter(tags=["chat"])
@@ -69,7 +70,7 @@ class AppChatRequest(StrictModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=exactly_one_of("message", "messages"))
     message: str | None = Field(default=None, min_length=1, max_length=32_000,
                                 description="The user's new message; history comes from `conversation_id`.")
-    messages: list[dict[str, Any]] | None = Field(default=None, min_length=1,
+    messages: list[ChatMessageIn] | None = Field(default=None, min_length=1,
                                                   description="A whole conversation instead of `message`.")
     conversation_id: str | None = None
     mode: Literal["plain", "rag", "react"] = "plain"
@@ -182,7 +183,8 @@ async def chat(body: AppChatRequest, http: Request, user: AppUser, svc: Svc):
         conversation_id = conv["id"]
     else:
         history, conversation_id = [], None
-    new = [{"role": "user", "content": body.message}] if body.message is not None else list(body.messages or [])
+    new = [{"role": "user", "content": body.message}] if body.message is not None else \
+        [m.model_dump(exclude_none=True) for m in body.messages or []]
     request = AgentRequest(messages=history + new, mode=body.mode, index=body.index, top_k=body.top_k,
                            filters=body.filters,
                            params=body.params.sampling(svc.settings.orchestration), tools=body.tools,
