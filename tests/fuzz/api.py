@@ -119,6 +119,17 @@ def seed_index(data_dir: Path) -> None:
     manager.add_bytes("fuzz", [(name, text.encode()) for name, text in DOCS])
 
 
+def _die_with_parent() -> None:
+    """In the server child: get SIGTERM when the harness dies, however it dies (Linux)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 @contextmanager
 def live_server(data_dir: Path, log_path: Path, timeout_s: float = 300) -> Iterator[str]:
     port = free_port()
@@ -126,7 +137,7 @@ def live_server(data_dir: Path, log_path: Path, timeout_s: float = 300) -> Itera
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "agentstack.cli", "serve", "--host", "127.0.0.1",
                                  "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=data_dir)
+                                cwd=data_dir, preexec_fn=_die_with_parent)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + timeout_s
