@@ -50,12 +50,13 @@ PROBES = [
 DOCS = ["README.md", "docs/architecture.md", "docs/api.md", "docs/alignment.md"]
 
 
-def garak_config(url: str, model: str, prompts: int, report_dir: Path, prefix: str, parallel: int) -> str:
+def garak_config(url: str, model: str, prompts: int, report_dir: Path, prefix: str, parallel: int,
+                 probes: list[str]) -> str:
     return json.dumps({
         "system": {"parallel_requests": parallel, "lite": True, "show_z": False, "narrow_output": True},
         "run": {"generations": 1, "seed": 0, "soft_probe_prompt_cap": prompts},
         "plugins": {"target_type": "openai.OpenAICompatible", "target_name": model,
-                    "probe_spec": ",".join(PROBES), "extended_detectors": False,
+                    "probe_spec": ",".join(probes), "extended_detectors": False,
                     "generators": {"openai": {"OpenAICompatible": {
                         "uri": f"{url}/v1/", "api_key": KEY, "model": model, "max_tokens": 96,
                         "temperature": 0.0, "suppressed_params": ["stop", "frequency_penalty", "presence_penalty",
@@ -123,11 +124,12 @@ def read_report(path: Path) -> dict[str, dict]:
     return out
 
 
-def run_garak(url: str, model: str, prompts: int, out: Path, prefix: str, parallel: int) -> dict[str, dict]:
+def run_garak(url: str, model: str, prompts: int, out: Path, prefix: str, parallel: int,
+              probes: list[str]) -> dict[str, dict]:
     if not GARAK.exists():
         raise FileNotFoundError(f"garak is not installed at {GARAK}; run `make garak-tools`")
     config = out / f"{prefix}.json"
-    config.write_text(garak_config(url, model, prompts, out, prefix, parallel))
+    config.write_text(garak_config(url, model, prompts, out, prefix, parallel, probes))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OPENAICOMPATIBLE_API_KEY": KEY}
     cmd = [str(GARAK), "-m", "garak", "--config", str(config)]
     log = out / f"{prefix}.log"
@@ -145,12 +147,13 @@ def main() -> None:
     parser.add_argument("--targets", default="rag,react")
     parser.add_argument("--guards", default="off,on")
     parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--probes", default=",".join(PROBES), help="garak probe names (default: the families above).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "garak.json")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     reports = args.out.parent / "garak"
     reports.mkdir(parents=True, exist_ok=True)
-    result: dict = {"prompts_per_probe": args.prompts, "generations": 1, "probes": PROBES,
+    result: dict = {"prompts_per_probe": args.prompts, "generations": 1, "probes": args.probes.split(","),
                     "loadavg_at_start": os.getloadavg(), "runs": {}}
     with tempfile.TemporaryDirectory(prefix="agentstack-garak-") as tmp:
         data_dir = Path(tmp) / "data"
@@ -160,7 +163,8 @@ def main() -> None:
                 for target in args.targets.split(","):
                     started = time.perf_counter()
                     prefix = f"{target}-guards-{guards}"
-                    per_probe = run_garak(url, f"{target}:docs", args.prompts, reports, prefix, args.parallel)
+                    per_probe = run_garak(url, f"{target}:docs", args.prompts, reports, prefix, args.parallel,
+                                          args.probes.split(","))
                     result["runs"][prefix] = {"seconds": round(time.perf_counter() - started, 1),
                                               "probes": per_probe}
                     for probe, row in sorted(per_probe.items()):
