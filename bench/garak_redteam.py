@@ -8,7 +8,8 @@ retrieval screening switched off by a startup hook (there is no setting for it: 
 guards). Probe families: prompt injection (``promptinject``), latent injection (the string-trigger
 ``latentinjection`` probes; ``LatentJailbreak`` is left out: its detector is a model), Markdown
 image exfiltration and XSS (``web_injection``). String and regex detectors only (garak's primary
-detectors for these probes); ``--prompts`` caps the prompts per probe, one generation each.
+detectors for these probes); ``--prompts`` caps the prompts per probe (bench/garak_capped.py applies
+the cap to every probe, not only those that opt in), one generation each.
 
 garak puts its payloads in the user turn, which the retrieval screening never reads, so these
 figures measure the model and the output guards. The screening is measured on garak's
@@ -131,7 +132,7 @@ def run_garak(url: str, model: str, prompts: int, out: Path, prefix: str, parall
     config = out / f"{prefix}.json"
     config.write_text(garak_config(url, model, prompts, out, prefix, parallel, probes))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OPENAICOMPATIBLE_API_KEY": KEY}
-    cmd = [str(GARAK), "-m", "garak", "--config", str(config)]
+    cmd = [str(GARAK), str(ROOT / "bench" / "garak_capped.py"), "--config", str(config)]
     log = out / f"{prefix}.log"
     with log.open("w") as fh:
         proc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=out)
