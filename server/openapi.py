@@ -92,19 +92,17 @@ class ErrorBody(BaseModel):
 
 
 def exactly_one_of(*names: str):
-    """``json_schema_extra`` for a model that needs exactly one of ``names``: the schema says so
-    (``oneOf`` of ``required``), and those fields are not advertised as nullable (null means unset)."""
+    """``json_schema_extra`` for a model that needs exactly one of ``names`` set (null = unset): a
+    ``oneOf`` whose each branch requires one of them with a non-null value."""
 
     def extra(schema: dict[str, Any]) -> None:
-        schema["oneOf"] = [{"required": [name]} for name in names]
+        branches = []
         for name in names:
             prop = schema["properties"][name]
-            branches = [b for b in prop.pop("anyOf", []) if b.get("type") != "null"]
-            if len(branches) == 1:
-                prop.update(branches[0])
-            elif branches:
-                prop["anyOf"] = branches
-            prop.pop("default", None)
+            typed = [b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"]
+            value = typed[0] if len(typed) == 1 else {"anyOf": typed}
+            branches.append({"required": [name], "properties": {name: value}})
+        schema["oneOf"] = branches
 
     return extra
 
@@ -125,13 +123,22 @@ def refine(schema: dict[str, Any], settings: Settings) -> None:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for model in (ErrorDetail, ErrorBody):
         components[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    from server.responses import SCHEMAS
+
+    for model in {m for m in SCHEMAS.values()}:
+        components.update(model.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {}))
+        components[model.__name__] = {k: v for k, v in model.model_json_schema(
+            ref_template="#/components/schemas/{model}").items() if k != "$defs"}
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     for path, ops in schema.get("paths", {}).items():
         for method, op in ops.items():
             op.setdefault("responses", {}).update(OTHER.get((method, path), {}))
             _declare_errors(op, EXTRA.get((method, path), set()))
-            content = op["responses"].setdefault("200", {"description": "OK"}).setdefault("content", {})
+            ok = next((c for c in ("200", "202") if c in op["responses"]), "200")
+            content = op["responses"].setdefault(ok, {"description": "OK"}).setdefault("content", {})
+            if (method, path) in SCHEMAS:
+                content["application/json"] = {"schema": {"$ref": f"#/components/schemas/{SCHEMAS[(method, path)].__name__}"}}
             if (method, path) in CONTENT:
                 if method == "get":  # these answer only in their own format
                     content.clear()
