@@ -6,14 +6,15 @@ data directory, so whatever the fuzzer does (uploads, deletes, alignment jobs th
 trainer) touches nothing else. What fuzzing could make expensive is capped in the server's
 settings, and the caps are published in its schema (``server/openapi.py``), so every valid request
 stays cheap: ``engine.max_tokens_limit`` / ``default_max_tokens`` (a few tokens), ``engine.max_n``,
-``orchestration.react_step_tokens``. One small index (``fuzz``) exists before the run so that
-``rag:fuzz`` and the index routes have something to read.
+``orchestration.react_step_tokens``, ReAct's ``max_steps`` (2, in a copy of the shipped policies);
+constitution jobs get an empty red-team folder, so they fail fast. One small index (``fuzz``) exists
+before the run so that ``rag:fuzz`` and the index routes have something to read.
 
 Schemathesis 4 runs from its own virtual environment (``make fuzz-tools`` creates it under
 ``~/.cache/agentstack/venvs``), once with each key, with every check enabled (``--checks all``:
 server errors, status code, content type, headers and response schema conformance, positive and
 negative data, missing headers, unsupported methods, use after free, resource availability,
-ignored auth) and all four phases (examples, coverage, fuzzing, stateful). At teardown every
+ignored auth, response time) and all four phases (examples, coverage, fuzzing, stateful). At teardown every
 alignment job still queued or running is cancelled and awaited.
 
     python -m tests.fuzz.api --max-examples 20 --out bench/results/api_fuzz
@@ -107,6 +108,7 @@ def _server_env(data_dir: Path, port: int) -> dict[str, str]:
     empty = data_dir / "no-redteam-set"
     empty.mkdir(parents=True, exist_ok=True)
     env["AGENTSTACK_ALIGNMENT__GATE__ADVBENCH_PATH"] = str(empty)
+    env["AGENTSTACK_POLICIES_DIR"] = str(_policies(data_dir))
     env.update({"AGENTSTACK_DATA_DIR": str(data_dir), "AGENTSTACK_AUTH__KEYS": json.dumps(KEYS),
                 "AGENTSTACK_SERVER__PORT": str(port), "AGENTSTACK_SERVER__BUILD_DEMO_INDEX": "false",
                 "AGENTSTACK_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -114,6 +116,19 @@ def _server_env(data_dir: Path, port: int) -> dict[str, str]:
     if os.environ.get("AGENTSTACK_MODEL_CACHE"):
         env["AGENTSTACK_MODEL_CACHE"] = os.environ["AGENTSTACK_MODEL_CACHE"]
     return env
+
+
+def _policies(data_dir: Path) -> Path:
+    """The shipped policies, with ReAct held to 2 steps (each step is a generation)."""
+    import re
+    import shutil
+
+    folder = data_dir / "policies"
+    if not folder.exists():
+        shutil.copytree(ROOT / "policies", folder)
+        tools = folder / "tools.yaml"
+        tools.write_text(re.sub(r"(?m)^max_steps:\s*\d+", "max_steps: 2", tools.read_text()))
+    return folder
 
 
 def seed_index(data_dir: Path) -> None:
