@@ -22,7 +22,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from agentstack.alignment.jobs import STATUSES
 from agentstack.alignment.spec import JobSpec

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from agentstack.engines.params import SamplingParams
 from agentstack.errors import AgentstackError, ForbiddenError, InvalidRequestError, NotFoundError

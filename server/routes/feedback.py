@@ -17,11 +17,12 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field
+
 from agentstack.strict import StrictModel
 
 from server.deps import AppUser, Operator, Svc
@@ -44,6 +45,21 @@ def _ts(value: float | datetime | None) -> float | None:
     return value.timestamp() if isinstance(value, datetime) else value
 
 
+def _time(value: Any) -> Any:
+    """Unix seconds or ISO 8601, with an error that says so (pydantic's names each union branch)."""
+    if value is None or isinstance(value, (int, float, datetime)):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is neither Unix seconds nor an ISO 8601 time") from None
+
+
+Time = Annotated[float | datetime | None, BeforeValidator(_time)]
 Since = Query(default=None, description="From this time: Unix seconds or an ISO 8601 date-time.")
 Until = Query(default=None, description="Up to this time: Unix seconds or an ISO 8601 date-time.")
 
@@ -60,8 +76,8 @@ async def post_feedback(body: FeedbackRequest, user: AppUser, svc: Svc) -> dict[
 
 
 @router.get("/v1/feedback/stats", summary="Votes per model version, overall and over time")
-async def feedback_stats(user: AppUser, svc: Svc, since: float | datetime | None = Since,
-                         until: float | datetime | None = Until,
+async def feedback_stats(user: AppUser, svc: Svc, since: Time = Since,
+                         until: Time = Until,
                          bucket: Literal["hour", "day", "week"] = "day",
                          key_id: str | None = Query(default=None, description="Operators: one key only.")
                          ) -> dict[str, Any]:
@@ -73,8 +89,8 @@ async def feedback_stats(user: AppUser, svc: Svc, since: float | datetime | None
 
 @router.get("/v1/admin/feedback/export", summary="All votes as scrubbed JSONL (operator)",
             response_class=StreamingResponse)
-async def export_feedback(op: Operator, svc: Svc, since: float | datetime | None = Since,
-                          until: float | datetime | None = Until,
+async def export_feedback(op: Operator, svc: Svc, since: Time = Since,
+                          until: Time = Until,
                           model_version: str | None = None) -> StreamingResponse:
     from agentstack.feedback.export import export_records
 

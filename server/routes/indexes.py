@@ -19,7 +19,7 @@ import binascii
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from agentstack.errors import ForbiddenError, InvalidRequestError
 from agentstack.index.manager import IndexManager
