@@ -59,9 +59,11 @@ def _time(value: Any) -> Any:
         raise ValueError(f"{value!r} is neither Unix seconds nor an ISO 8601 time") from None
 
 
-Time = Annotated[float | datetime | None, BeforeValidator(_time)]
-Since = Query(default=None, description="From this time: Unix seconds or an ISO 8601 date-time.")
-Until = Query(default=None, description="Up to this time: Unix seconds or an ISO 8601 date-time.")
+# The validator must sit inside Annotated with the Query (FastAPI drops it when Query is the default).
+Since = Annotated[float | datetime | None, BeforeValidator(_time),
+                  Query(description="From this time: Unix seconds or an ISO 8601 date-time.")]
+Until = Annotated[float | datetime | None, BeforeValidator(_time),
+                  Query(description="Up to this time: Unix seconds or an ISO 8601 date-time.")]
 
 
 @router.post("/v1/feedback", summary="Thumbs up or down on a served response (app)")
@@ -76,8 +78,8 @@ async def post_feedback(body: FeedbackRequest, user: AppUser, svc: Svc) -> dict[
 
 
 @router.get("/v1/feedback/stats", summary="Votes per model version, overall and over time")
-async def feedback_stats(user: AppUser, svc: Svc, since: Time = Since,
-                         until: Time = Until,
+async def feedback_stats(user: AppUser, svc: Svc, since: Since = None,
+                         until: Until = None,
                          bucket: Literal["hour", "day", "week"] = "day",
                          key_id: str | None = Query(default=None, description="Operators: one key only.")
                          ) -> dict[str, Any]:
@@ -89,8 +91,8 @@ async def feedback_stats(user: AppUser, svc: Svc, since: Time = Since,
 
 @router.get("/v1/admin/feedback/export", summary="All votes as scrubbed JSONL (operator)",
             response_class=StreamingResponse)
-async def export_feedback(op: Operator, svc: Svc, since: Time = Since,
-                          until: Time = Until,
+async def export_feedback(op: Operator, svc: Svc, since: Since = None,
+                          until: Until = None,
                           model_version: str | None = None) -> StreamingResponse:
     from agentstack.feedback.export import export_records
 
