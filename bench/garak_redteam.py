@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "garak.json")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    reports = args.out.parent / "garak"
+    reports = args.out.resolve().parent / "garak"  # garak runs with its cwd there: absolute paths
     reports.mkdir(parents=True, exist_ok=True)
     result: dict = {"prompts_per_probe": args.prompts, "generations": 1, "probes": args.probes.split(","),
                     "loadavg_at_start": os.getloadavg(), "runs": {}}
