@@ -37,14 +37,16 @@ from pathlib import Path
 from typing import Any
 
 from agentstack.config import PreferenceSettings
-from agentstack.errors import InvalidRequestError
+from agentstack.errors import ConflictError
 from agentstack.feedback.export import prompt_messages, unsupported_raw_answer
 from agentstack.feedback.scrub import TextScrubber
 from agentstack.feedback.store import FeedbackStore, Voted
 
 
-class InsufficientDataError(InvalidRequestError):
-    """Too little preference data for the requested round; the message says how much is needed."""
+class InsufficientDataError(ConflictError):
+    """Too little preference data for the requested round; the message says how much is needed. A
+    conflict with the server's state (409), not a bad request: the same spec succeeds once enough
+    feedback has been collected."""
 
     code = "insufficient_data"
 

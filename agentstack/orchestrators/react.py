@@ -29,7 +29,7 @@ from typing import Any, TypedDict
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 
-from agentstack.engines.params import SamplingParams, StructuredOutput
+from agentstack.engines.params import StructuredOutput
 from agentstack.grounding.verifier import SentenceGate, skipped
 from agentstack.orchestrators import prompts
 from agentstack.orchestrators.budget import TokenCounter, fit_history

@@ -24,23 +24,26 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from agentstack.engines.params import SamplingParams
 from agentstack.errors import AgentstackError, ForbiddenError, InvalidRequestError, NotFoundError
 from agentstack.history import ResponseRecord, new_id, public_response
 from agentstack.orchestrators.events import (AgentRequest, DoneEvent, GroundingOptions, SourceEvent, StepEvent,
                                              TokenEvent)
+from agentstack.strict import StrictModel
 from server.auth import Principal
 from server.deps import AppUser, Svc
 from server.disconnect import until_disconnect
 from server.errors import status_for
+from server.openapi import exactly_one_of
+from server.schemas import ChatMessageIn, GroundingSwitch
 from server.services import Services
 
 router = APIRouter(tags=["chat"])
 
 
-class GenerationParams(BaseModel):
+class GenerationParams(StrictModel):
     model_config = ConfigDict(extra="forbid")
     temperature: float | None = None
     top_p: float | None = None
@@ -64,25 +67,12 @@ class GenerationParams(BaseModel):
             raise InvalidRequestError(f"params.{field}: {err['msg']}", param=f"params.{field}") from None
 
 
-class GroundingRequest(BaseModel):
-    """Per-request switches of the groundedness verifier; unset fields take ``orchestration.grounding``."""
-
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool | None = Field(default=None, description="false: answer without the verifier.")
-    unsupported: Literal["remove", "mark"] | None = Field(default=None, description="Remove unsupported "
-                                                          "sentences, or keep and mark them.")
-    fallback: Literal["abstain", "extract"] | None = Field(default=None, description="rag, when no supported "
-                                                           "sentence answers: abstain, or quote the sources.")
-
-    def options(self) -> GroundingOptions:
-        return GroundingOptions(**self.model_dump())
-
-
-class AppChatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AppChatRequest(StrictModel):
+    # Exactly one of `message` and `messages` (the server answers 400 otherwise; the schema says so).
+    model_config = ConfigDict(extra="forbid", json_schema_extra=exactly_one_of("message", "messages"))
     message: str | None = Field(default=None, min_length=1, max_length=32_000,
                                 description="The user's new message; history comes from `conversation_id`.")
-    messages: list[dict[str, Any]] | None = Field(default=None, min_length=1,
+    messages: list[ChatMessageIn] | None = Field(default=None, min_length=1,
                                                   description="A whole conversation instead of `message`.")
     conversation_id: str | None = None
     mode: Literal["plain", "rag", "react"] = "plain"
@@ -93,12 +83,12 @@ class AppChatRequest(BaseModel):
     structured: bool = Field(default=True, description="React: constrain each step with a grammar.")
     model: str | None = Field(default=None, description="A model version; default: the active one.")
     params: GenerationParams = Field(default_factory=GenerationParams)
-    grounding: GroundingRequest = Field(default_factory=GroundingRequest,
+    grounding: GroundingSwitch = Field(default_factory=GroundingSwitch,
                                         description="The groundedness verifier's switches (rag, react).")
     stream: bool = False
 
 
-class RegenerateRequest(BaseModel):
+class RegenerateRequest(StrictModel):
     model_config = ConfigDict(extra="forbid")
     params: GenerationParams | None = None
     stream: bool = False
@@ -201,7 +191,8 @@ async def chat(body: AppChatRequest, http: Request, user: AppUser, svc: Svc):
         conversation_id = conv["id"]
     else:
         history, conversation_id = [], None
-    new = [{"role": "user", "content": body.message}] if body.message is not None else list(body.messages or [])
+    new = [{"role": "user", "content": body.message}] if body.message is not None else \
+        [m.model_dump(exclude_none=True) for m in body.messages or []]
     request = AgentRequest(messages=history + new, mode=body.mode, index=body.index, top_k=body.top_k,
                            filters=body.filters,
                            params=body.params.sampling(svc.settings.orchestration), tools=body.tools,

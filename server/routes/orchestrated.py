@@ -37,7 +37,8 @@ async def orchestrated_completion(body: ChatCompletionRequest, mode: str, index:
     if body.tools or body.structured() is not None:
         raise InvalidRequestError(f"{mode}:<index> models do not take tools or output constraints", param="model")
     request = AgentRequest(messages=body.message_dicts(), mode=mode, index=index,  # type: ignore[arg-type]
-                           params=body.sampling_params(), grounding=GroundingOptions(**(body.grounding.model_dump() if body.grounding else {})))
+                           params=body.sampling_params(),
+                           grounding=body.grounding.options() if body.grounding else GroundingOptions())
     completion_id = new_id("chatcmpl")
     started = time.perf_counter()
     events = svc.orchestrators.run(request)
