@@ -115,7 +115,7 @@ async def promote(version: str, op: Operator, svc: Svc, body: PromoteRequest | N
     return JSONResponse(result)
 
 
-class SelectableRequest(BaseModel):
+class SelectableRequest(StrictModel):
     model_config = ConfigDict(extra="forbid")
 
     selectable: bool = Field(default=True, description="Whether app keys may ask for this version by name.")
