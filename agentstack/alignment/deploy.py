@@ -27,6 +27,10 @@ for any version that has served before, or the base model; it skips the gate.
 load what ``model_state`` asks to preload or serve, follow the active version, report in the
 ``replicas`` row. With one replica (the embedded default) all of this happens in one process.
 
+App keys may ask by name only for the active version and the versions an operator has marked
+selectable (``set_selectable``; ``registry/selectable.json``), so a rolled-back version stops
+serving them with the rollback. Operators may ask for any loaded version.
+
 This module knows nothing about HTTP or training.
 """
 
@@ -43,6 +47,7 @@ from agentstack.config import Settings
 from agentstack.errors import ConflictError, NotFoundError
 from agentstack.state.base import MODEL_CHANNEL
 from agentstack.state.records import Deployments, Lease, Replicas, new_replica_id
+from agentstack.storage.files import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +224,30 @@ class Deployer:
                 log.warning("could not unload %s: %s", name, exc)
         return evicted
 
+    # -- which versions app keys may select ---------------------------------------------------------
+    def selectable(self) -> set[str]:
+        """Versions an operator has marked selectable by name for app keys (besides the active one)."""
+        return set(read_json(self._selectable_path, {}).get("versions", []))
+
+    def set_selectable(self, version: str, selectable: bool) -> dict[str, Any]:
+        """Mark ``version`` (a registry version, the base model or a loaded adapter) selectable by
+        app keys, or not. Persisted in ``registry/selectable.json``; the caller audits it."""
+        known = version == self.base or version in self.router.versions() or self.registry.exists(version)
+        if selectable and not known:
+            raise NotFoundError(f"model version {version!r} is neither loaded nor in the registry", param="version",
+                                fix="list versions with GET /v1/admin/models")
+        with self.registry._lock():  # read-modify-write, across replicas sharing the registry
+            current = self.selectable()
+            changed = (version in current) != selectable
+            updated = (current | {version}) if selectable else (current - {version})
+            if changed:
+                atomic_write_json(self._selectable_path, {"versions": sorted(updated)})
+        return {"version": version, "selectable": selectable, "changed": changed, "selectable_versions": sorted(updated)}
+
+    @property
+    def _selectable_path(self) -> Any:
+        return self.registry.root / "selectable.json"
+
     # -- following other replicas ---------------------------------------------------------------------
     async def sync(self) -> None:
         """Load what the database asks this replica to preload or serve, follow the active version,
@@ -247,13 +276,15 @@ class Deployer:
         active = self.router.active
         loaded = set(self.router.versions())
         served = self.served_before()
+        selectable = self.selectable()
         items = [{"version": self.base, "method": None, "base_model": self.base, "gate": None, "is_base": True}]
         items += [v.summary() for v in self.registry.list()]
         for item in items:
             name = item["version"]
             item.update({"active": name == active, "loaded": name in loaded,
-                         "served_before": name in served or name == self.base, "is_base": name == self.base})
+                         "served_before": name in served or name == self.base, "is_base": name == self.base,
+                         "selectable": name == active or name in selectable})
         return {"alias": self.router.alias, "active": active, "base": self.base, "loaded": sorted(loaded),
-                "data": items, "deployments": self.deployments.list(limit=50),
+                "selectable": sorted(selectable), "data": items, "deployments": self.deployments.list(limit=50),
                 "replicas": [{k: r[k] for k in ("id", "host", "active", "loaded", "heartbeat_at")}
                              for r in self.replicas.live()]}

@@ -21,7 +21,8 @@ which ``follow`` builds from the step config the worker writes (it carries the l
 
 The job directory (configs, data, output) must be on a volume every machine mounts at the same path.
 
-Every launched process gets the worker's thread limit (``OMP_NUM_THREADS``) and the offline flags;
+Every launched process gets the allowlisted environment of ``agentstack/child_env.py`` (no
+secrets), the worker's thread limit (``OMP_NUM_THREADS``) and the offline flags;
 it inherits the worker's process group and niceness, so cancelling the job stops it too.
 ``run`` waits for the process while calling ``on_poll`` about once a second (the worker copies the
 metrics JSONL into the job row from there).
@@ -100,14 +101,17 @@ def resolve(settings: Settings, launcher: dict[str, Any] | None) -> dict[str, An
 
 
 def environment(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
+    """A trainer's environment: the allowlist of ``agentstack/child_env.py`` (no secrets: a trainer
+    reads its data and config from files) with the worker's thread limit and the offline flags."""
+    from agentstack.child_env import child_environment
+
+    env = child_environment({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                             "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                             "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "ACCELERATE_DISABLE_RICH": "1"})
     # The interpreter's bin first: DeepSpeed compiles its ops on first use with the `ninja` there.
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in env.get("PATH", "").split(os.pathsep):
         env["PATH"] = os.pathsep.join(p for p in (bin_dir, env.get("PATH", "")) if p)
-    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
-                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                "PYTHONUNBUFFERED": "1", "ACCELERATE_DISABLE_RICH": "1"})
     return env
 
 
