@@ -150,12 +150,21 @@ class Deployer:
 
     def _take(self, lease: Lease) -> bool:
         """The lease if free, or if its holder is a replica whose heartbeat has stopped (it died
-        mid-promotion: nothing it did was committed, see the module docstring)."""
-        if lease.acquire():
-            return True
-        holder = lease.holder_now()
-        live = {r["id"] for r in self.replicas.live()}
-        return holder is not None and holder not in live and lease.take_over(holder)
+        mid-promotion: nothing it did was committed, see the module docstring). A holder that still
+        looks alive may have just died (a restart right after ``kill -9`` comes back within
+        ``state.replica_timeout_s``), so this waits that long for its heartbeat to stop before it
+        gives up: only a holder that keeps beating is really promoting."""
+        deadline = time.monotonic() + self.settings.state.replica_timeout_s + 2 * self.settings.state.heartbeat_s
+        while True:
+            if lease.acquire():
+                return True
+            holder = lease.holder_now()
+            live = {r["id"] for r in self.replicas.live()}
+            if holder is not None and holder not in live and lease.take_over(holder):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(min(0.2, self.settings.state.heartbeat_s))
 
     async def _swap_locked(self, version: str, *, action: str, key_id: str, **detail: Any) -> dict[str, Any]:
         previous = (await asyncio.to_thread(self.state.get)).active or self.base
