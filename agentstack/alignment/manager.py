@@ -122,6 +122,7 @@ class JobManager:
             spec.gate_settings(self.settings)
         except ValueError as exc:
             raise InvalidRequestError(f"invalid thresholds: {exc}", param="thresholds") from None
+        spec.check()
         running = self.jobs.active()  # answers early; the rule itself is the database's, below
         if running:
             raise ConflictError(f"alignment job {running[0].id} is {running[0].status}; one job runs at a time",

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from agentstack.config import GateSettings, PreferenceSettings, Settings
+from agentstack.errors import InvalidRequestError
 from agentstack.strict import StrictModel
 
 Method = Literal["dpo", "kto", "rlhf", "sft"]
@@ -67,12 +68,12 @@ class DataWindow(StrictModel):
             since = now - self.days * 86400
         return since, until
 
-    @model_validator(mode="after")
-    def _order(self) -> DataWindow:
+    def check_order(self) -> None:
+        """JSON Schema cannot compare two fields: checked on submit (400), see JobSpec.check."""
         since, until = self._ts(self.since), self._ts(self.until)
         if since is not None and until is not None and until <= since:
-            raise ValueError(f"data_window.until ({self.until}) must be after since ({self.since})")
-        return self
+            raise InvalidRequestError(f"data_window.until ({self.until}) must be after since ({self.since})",
+                                      param="data_window.until")
 
 
 class ConstitutionData(StrictModel):
@@ -138,12 +139,21 @@ class Hyperparameters(StrictModel):
     rm_learning_rate: float = Field(default=1e-4, gt=0, le=1.0, description="Reward model learning rate.")
 
 
+# Launcher._machines in JSON Schema, so that /openapi.json says it too (a schema-valid launcher passes).
+_LAUNCHER_RULES = {"allOf": [
+    {"if": {"required": ["num_machines"], "properties": {"num_machines": {"minimum": 2}}},
+     "then": {"required": ["main_process_ip", "main_process_port"],
+              "properties": {"main_process_ip": {"type": "string"}, "main_process_port": {"type": "integer"},
+                             "kind": {"not": {"const": "process"}}}},
+     "else": {"properties": {"main_process_ip": {"type": "null"}}}}]}
+
+
 class Launcher(StrictModel):
     """How training starts. Several machines: the job's worker is machine rank 0 and the address
     every other machine dials; each other machine joins with ``python -m agentstack.alignment.launch
     follow --machine-rank N <step config>`` (docs/alignment.md)."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "json_schema_extra": _LAUNCHER_RULES}
 
     kind: Literal["process", "accelerate"] | None = Field(default=None, description="Override alignment.launcher.")
     config_file: Path | None = Field(default=None, description="Override alignment.accelerate_config.")
@@ -171,11 +181,16 @@ class Launcher(StrictModel):
         if missing:
             raise ValueError(f"launcher.num_machines={self.num_machines} needs {' and '.join(missing)}: rank 0's "
                              "address and port, which every machine dials")
+        return self
+
+    def check_processes(self) -> None:
+        """A rule JSON Schema cannot say (a multiple of another field), checked on submit (400), see
+        JobSpec.check."""
         if self.num_processes is not None and (self.num_processes < self.num_machines
                                                or self.num_processes % self.num_machines):
-            raise ValueError(f"launcher.num_processes ({self.num_processes}) counts the processes of all machines: "
-                             f"it must be a multiple of launcher.num_machines ({self.num_machines})")
-        return self
+            raise InvalidRequestError(f"launcher.num_processes ({self.num_processes}) counts the processes of all "
+                                      f"machines: it must be a multiple of launcher.num_machines "
+                                      f"({self.num_machines})", param="launcher.num_processes")
 
 
 # The cross-field rules of JobSpec._consistent, in JSON Schema, so that /openapi.json says them too.
@@ -218,6 +233,13 @@ class JobSpec(StrictModel):
         if self.method in ("kto", "rlhf") and not self.data.feedback:
             raise ValueError(f"method {self.method!r} learns from thumbs: data.feedback must be true")
         return self
+
+    def check(self) -> None:
+        """The rules JSON Schema cannot state (one field against another's value), checked when the
+        job is submitted: InvalidRequestError (400) naming the field. Everything /openapi.json can
+        say is said there (the model's validators: 422), so a schema-valid spec fails only here."""
+        self.data_window.check_order()
+        self.launcher.check_processes()
 
     # -- resolution against the settings -----------------------------------------------------------
     def preferences(self, settings: Settings) -> PreferenceSettings:

@@ -61,11 +61,19 @@ CONFIG = """\
 [auth.openapi.bearer]
 bearer = "${AGENTSTACK_FUZZ_KEY}"
 
-# The one rule of the API that JSON Schema cannot state: with `messages`, the last message must be
+# Rules of the API that JSON Schema cannot state. First, with `messages`, the last message must be
 # the user's (JSON Schema has no "last item"). A schema-valid /v1/chat body may therefore get a 400
 # that names it; the exception is this operation and this status only, every check stays on.
 [[operations]]
 include-path = "/v1/chat"
+include-method = "POST"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+# Likewise a job spec's two rules that compare one field with another's value (data_window.until
+# after since; launcher.num_processes a multiple of num_machines): JobSpec.check answers 400 naming
+# the field. Every other cross-field rule of the spec is in the schema (if/then), answering 422.
+[[operations]]
+include-path = "/v1/admin/alignment/jobs"
 include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 """

@@ -34,10 +34,6 @@ def test_multi_machine_launcher_is_accepted():
     ({"num_machines": 2, "main_process_ip": "h"}, "needs launcher.main_process_port"),
     ({"num_machines": 2, "kind": "process", "main_process_ip": "h", "main_process_port": 29500},
      "needs launcher.kind 'accelerate'"),
-    ({"num_machines": 3, "main_process_ip": "h", "main_process_port": 29500, "num_processes": 4},
-     "must be a multiple of launcher.num_machines (3)"),
-    ({"num_machines": 2, "main_process_ip": "h", "main_process_port": 29500, "num_processes": 1},
-     "must be a multiple of launcher.num_machines (2)"),
     ({"main_process_ip": "10.0.0.1"}, "only used with launcher.num_machines > 1"),
     ({"num_machines": 2, "main_process_ip": "a b; rm -rf /", "main_process_port": 29500}, "main_process_ip"),
     ({"num_machines": 2, "main_process_ip": "h", "main_process_port": 80}, "main_process_port"),
@@ -50,6 +46,43 @@ def test_bad_launcher_fields_are_refused_with_the_fix(fields, message):
     with pytest.raises(ValidationError) as e:
         _launcher(**fields)
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize(("fields", "machines"), [
+    ({"num_machines": 3, "main_process_ip": "h", "main_process_port": 29500, "num_processes": 4}, 3),
+    ({"num_machines": 2, "main_process_ip": "h", "main_process_port": 29500, "num_processes": 1}, 2),
+])
+def test_processes_not_a_multiple_of_machines_are_refused_on_submit(fields, machines):
+    """JSON Schema cannot say "a multiple of another field": the spec parses, and submitting it is a
+    400 naming the field (the schema's own rules are 422s, tests/integration/test_api_fuzz.py)."""
+    from agentstack.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match=rf"must be a multiple of launcher.num_machines \({machines}\)") as e:
+        _launcher(**fields).check_processes()
+    assert e.value.param == "launcher.num_processes"
+    _launcher(**{**fields, "num_processes": 2 * machines}).check_processes()
+
+
+@pytest.mark.parametrize("fields", [
+    {"num_machines": 2}, {"num_machines": 2, "main_process_ip": "h"}, {"main_process_ip": "10.0.0.1"},
+    {"num_machines": 2, "main_process_ip": None, "main_process_port": 29500},
+    {"num_machines": 2, "kind": "process", "main_process_ip": "h", "main_process_port": 29500},
+])
+def test_the_published_schema_refuses_what_the_model_refuses(fields):
+    """/openapi.json carries the launcher's cross-field rules, so a client (or Schemathesis) that
+    follows the schema never meets a 422 from them."""
+    import jsonschema
+    from pydantic import ValidationError
+
+    from agentstack.alignment.spec import Launcher
+
+    schema = Launcher.model_json_schema()
+    with pytest.raises(ValidationError):
+        Launcher.model_validate(fields)
+    assert not jsonschema.Draft202012Validator(schema).is_valid(fields)
+    good = {"kind": "accelerate", "num_machines": 2, "main_process_ip": "h", "main_process_port": 29500}
+    assert jsonschema.Draft202012Validator(schema).is_valid(good) and Launcher.model_validate(good)
+    assert jsonschema.Draft202012Validator(schema).is_valid({}) and Launcher.model_validate({})
 
 
 def test_command_lines(tmp_path):

@@ -94,6 +94,10 @@ def test_job_spec_validation_and_overrides(settings):
     assert spec.should_promote(settings) is settings.alignment.auto_promote
     for bad in ({"method": "ppo"}, {"thresholds": {"min_pairs": 0}}, {"thresholds": {"nope": 1}},
                 {"gate": {"max_ppl_ratio": 0.9}}, {"method": "sft"}, {"hyperparameters": {"beta": -1}},
-                {"data_window": {"since": 10, "until": 5}}, {"method": "kto", "data": {"feedback": False}}):
+                {"method": "kto", "data": {"feedback": False}}):
         with pytest.raises(ValidationError):
             JobSpec.model_validate(bad)
+    backwards = JobSpec.model_validate({"data_window": {"since": 10, "until": 5}})  # schema-valid ...
+    with pytest.raises(InvalidRequestError, match=r"until \(5.0\) must be after since \(10.0\)") as e:
+        backwards.check()  # ... refused on submit, naming the field
+    assert e.value.param == "data_window.until"
