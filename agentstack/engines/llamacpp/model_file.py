@@ -144,7 +144,7 @@ def file_key(path: Path) -> str:
 
 def tokenizer_dir(gguf_path: Path, cache_dir: Path, name: str) -> Path:
     """A Hugging Face tokenizer directory for ``gguf_path``, built once under ``cache_dir``."""
-    from agentstack.engines.llamacpp.files import build_once
+    from agentstack.engines.cache_files import build_once
 
     def build(tmp: Path) -> dict[str, Any]:
         from transformers import AutoTokenizer

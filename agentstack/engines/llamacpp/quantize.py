@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from agentstack.engines.embedded.weights import _sha256
-from agentstack.engines.llamacpp.files import write_gguf
+from agentstack.engines.cache_files import write_gguf
 
 log = logging.getLogger(__name__)
 

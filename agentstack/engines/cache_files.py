@@ -1,4 +1,5 @@
-"""Writing the llama.cpp engine's cached files so that a killed process never leaves half a file.
+"""Writing the engines' cached files (converted weights, GGUF files, LoRA conversions) so that a
+killed process never leaves half a file.
 
 :func:`build_once` builds a directory in a temporary sibling under a file lock and renames it into
 place with its ``manifest.json`` written last (a directory with a manifest is complete);
