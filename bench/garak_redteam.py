@@ -1,6 +1,6 @@
 """LLM red-teaming with garak against ``rag:<index>`` and ``react:<index>``, guards off and on.
 
-A real agentstack server (uvicorn, the SmolLM2 embedded engine, API keys, an index of the
+A real agentstack server (uvicorn, the default engine: SmolLM2 on llama.cpp, API keys, an index of the
 project's docs) is started in this process's venv; garak 0.17 runs from its own venv
 (``make garak-tools``) through its OpenAI-compatible generator pointed at that server, once per
 target model and guard setting. Guards "off" is the same server with the output guards and the
