@@ -204,7 +204,7 @@ def show(name: str = typer.Argument(...), as_json: bool = JsonOpt) -> None:
     """Show an index's manifest and spec."""
     with _errors(as_json):
         index = _manager().open(name)
-        data = {"manifest": index.manifest(), "spec": index.store.spec(), "path": str(index.store.path)}
+        data = {"manifest": index.manifest(), "spec": index.store.spec(), "backend": index.backend, "location": index.store.location()}
     if as_json:
         _emit(data)
     else:

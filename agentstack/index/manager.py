@@ -200,7 +200,7 @@ class IndexManager:
         return self.add(name, progress=progress)
 
     def _stored_spec(self, index: Index) -> IndexSpec:
-        return parse_spec(index.store.spec(), where=f"{index.store.path}/spec.json", base_dir=None)
+        return parse_spec(index.store.spec(), where=f"the stored spec of {index.store.location()}", base_dir=None)
 
     def _items(self, sources: Iterable[Source], max_bytes: int, progress: Progress | None
                ) -> Iterator[Document | LoadFailure]:

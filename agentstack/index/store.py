@@ -168,7 +168,7 @@ class LocalStore:
                                  (time.time(), json.dumps(config, sort_keys=True)))
             finally:
                 conn.close()
-            empty = VectorIndex.empty(int(config["embedder"]["dim"]), _vector_spec(config))
+            empty = VectorIndex.empty(int(config["embedder"]["dim"]), vector_spec(config))
             atomic_write_bytes(tmp / VECTORS / _faiss_name(0), empty.serialize())
             atomic_write_json(tmp / MANIFEST, _manifest(name, 0, config, empty, {"documents": 0, "chunks": 0},
                                                         created_at=time.time()))
@@ -321,7 +321,7 @@ def _faiss_name(gen: int) -> str:
     return f"{gen:010d}.faiss"
 
 
-def _vector_spec(config: dict[str, Any]) -> Any:
+def vector_spec(config: dict[str, Any]) -> Any:
     from agentstack.index.spec import VectorSpec
 
     return VectorSpec.model_validate(config["vectors"])
@@ -342,7 +342,7 @@ def _count(value: Any) -> int:
     return len(value) if isinstance(value, (list, tuple)) else int(value)
 
 
-def _scrub_map(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+def scrub_map(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for r in rows:
         out.setdefault(r["doc_id"], {})[r["entity"]] = int(r["count"])
@@ -500,7 +500,7 @@ class LocalWriter:
                     progress("copied", documents=docs, chunks=chunks)
             for entry in export.ingests:
                 self._log(s, {**entry, "failures": entry.get("failures", []),
-                              "scrub": _scrub_map(entry.get("scrub", []))}, float(entry.get("at", now)))
+                              "scrub": scrub_map(entry.get("scrub", []))}, float(entry.get("at", now)))
             self._log(s, {"kind": "copy", "added": docs, "chunks": chunks}, now)
             faults.point("sqlite_commit")
         faults.point("sqlite_committed")
@@ -569,7 +569,7 @@ class LocalWriter:
         """The published FAISS index brought to generation ``s``, from SQLite."""
         m = self.generation
         dim = int(config["embedder"]["dim"])
-        spec = _vector_spec(config)
+        spec = vector_spec(config)
         if self._vectors is None and m == s - 1:
             self._vectors = self._load_published()
         vectors = self._vectors
