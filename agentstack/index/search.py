@@ -144,8 +144,15 @@ class Searcher:
         query = self.embedder.encode([text])
         if allowed is not None and vectors.kind != "flat" and len(allowed) <= EXACT_FILTER_LIMIT:
             return self._exact(query[0], n, allowed)  # ANN with a narrow filter misses; exact is cheap here
-        scores, ids = vectors.search(query, n, allowed)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        want, widen = min(n, vectors.ntotal if allowed is None else len(allowed)), 1
+        while True:  # a filter rejecting most of the walk's finds: widen the walk until n pass
+            scores, ids = vectors.search(query, n, allowed, widen=widen)
+            found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+            if len(found) >= want or allowed is None or vectors.kind == "flat":
+                return found
+            if widen >= 16:  # the allowed rows sit where the walk does not go (another cluster): exact
+                return self._exact(query[0], n, allowed)
+            widen *= 4
 
     def _exact(self, query: np.ndarray, n: int, allowed: np.ndarray) -> list[tuple[int, float]]:
         marks = ",".join("?" * len(allowed))
