@@ -204,6 +204,43 @@ def test_a_filter_matching_few_rows_of_a_large_ann_index_still_returns_k(manager
     assert len(hybrid) == 10 and all(h.metadata["shard"] == 7 for h in hybrid)
 
 
+@pytest.mark.replicas
+def test_pgvector_iterative_scans_fill_k_where_a_plain_hnsw_walk_does_not(pg_database, tmp_path, monkeypatch):
+    """The planner is made to walk the HNSW index (as it does for broad filters on large tables):
+    with iterative scans off, a 1% filter gets fewer than k rows; the backend's search gets k."""
+    import sqlalchemy as sa
+
+    backend = {"kind": "pgvector", "overrides": {"data_dir": tmp_path / "data",
+                                                 "database": {"url": pg_database, "migrate_on_start": True}}}
+    engine = sa.create_engine(pg_database)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER DATABASE {pg_database.rsplit('/', 1)[1]} SET enable_seqscan = off"))
+    engine.dispose()
+    manager = make_manager(backend)
+    try:
+        synthetic(manager, "big", 5000, "hnsw")
+        store = manager.open("big").store
+        query = HashEmbedder().encode(["item in shard"])[0]
+
+        def plain_walk(conn, snap):
+            t = snap.tables
+            sql = (f"SELECT c.id FROM {t.chunks} c JOIN {t.docs} d ON d.row_id = c.doc_row WHERE d.metadata -> "
+                   "'shard' = '7'::jsonb ORDER BY c.embedding <#> :q LIMIT 10")
+            conn.execute(sa.text("SET LOCAL hnsw.ef_search = 16"))
+            conn.execute(sa.text("SET LOCAL hnsw.iterative_scan = off"))
+            plan = "\n".join(r[0] for r in conn.execute(sa.text("EXPLAIN " + sql), {"q": query}))
+            return plan, len(conn.execute(sa.text(sql), {"q": query}).all())
+
+        plan, found = store.read(plain_walk)
+        assert f"{store.read(lambda c, s: s.tables.chunks)}_ann" in plan, plan
+        assert found < 10  # the trap: filtered after the walk
+        monkeypatch.setattr("agentstack.index.pgvector.search.EXACT_FILTER_LIMIT", 0)
+        hits = manager.open("big").search("item in shard", k=10, mode="dense", filters={"shard": 7})
+        assert len(hits) == 10 and all(h.metadata["shard"] == 7 for h in hits)
+    finally:
+        manager.close()
+
+
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_ann_kinds_stay_consistent_through_writes(manager, kind):
     synthetic(manager, "ann", 600, kind)

@@ -124,6 +124,12 @@ def build_ann(conn: sa.Connection, t: Tables, kind: str, params: dict[str, Any],
         raise ValueError(f"unknown vector index kind {kind!r}")
 
 
+def analyze(conn: sa.Connection, t: Tables) -> None:
+    """Planner statistics for freshly filled tables (autovacuum would come later), so a filter's
+    selectivity is estimated from the first query on."""
+    conn.execute(sa.text(f"ANALYZE {t.docs}, {t.chunks}"))
+
+
 def drop_tables(conn: sa.Connection, t: Tables) -> None:
     conn.execute(sa.text(f"DROP TABLE IF EXISTS {t.chunks}, {t.docs}"))
 

@@ -155,6 +155,7 @@ class PgWriter:
                 kind, params = tables.plan_ann(spec, counts["chunks"])
                 tables.build_ann(self.conn, target, kind, params, memory_mb=self.store.owner.build_memory_mb,
                                  workers=self.store.owner.build_workers)
+                tables.analyze(self.conn, target)
             elif kind == "hnsw":
                 params["ef_search"] = spec.ef_search  # query-time only: no rebuild
             if report is not None:
@@ -194,6 +195,7 @@ class PgWriter:
             kind, params = tables.plan_ann(_vector_spec(config), counted["chunks"])
             tables.build_ann(self.conn, target, kind, params, memory_mb=self.store.owner.build_memory_mb,
                              workers=self.store.owner.build_workers)
+            tables.analyze(self.conn, target)
             for entry in export.ingests:
                 self._log(s, {**entry, "scrub": _scrub_map(entry.get("scrub", []))}, float(entry.get("at", now)))
             self._log(s, {"kind": "copy", "added": counted["documents"], "chunks": counted["chunks"]}, now)
