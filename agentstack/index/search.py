@@ -147,7 +147,8 @@ class Searcher:
         want, widen = min(n, vectors.ntotal if allowed is None else len(allowed)), 1
         while True:  # a filter rejecting most of the walk's finds: widen the walk until n pass
             scores, ids = vectors.search(query, n, allowed, widen=widen)
-            found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+            found = sorted(((int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0),
+                           key=lambda r: (-r[1], r[0]))  # ties in id order, as on every backend
             if len(found) >= want or allowed is None or vectors.kind == "flat":
                 return found
             if widen >= 16:  # the allowed rows sit where the walk does not go (another cluster): exact
