@@ -384,3 +384,19 @@ def test_kill_9_during_ingest_loses_nothing_published(backend, manager, capsys):
         assert reader.verify().ok and not reader.verify().notes
     with capsys.disabled():
         print(f"\n{backend['kind']}: 8 kills of an ingest, last phase each: {phases}")
+
+
+def test_rebuilds_keep_the_content_and_change_the_structure(manager, tmp_path):
+    manager.create("kb", spec=spec())
+    manager.add_bytes("kb", files(8))
+    index = manager.open("kb")
+    before = [(h.doc_id, h.text) for h in index.search("word3 hill3", k=3, mode="hybrid")]
+    new_spec = tmp_path / "hnsw.yaml"
+    new_spec.write_text("vectors: {kind: hnsw, hnsw_m: 8, ef_construction: 16, ef_search: 20}\npii: {enabled: false}\n")
+    manager.rebuild("kb", spec_path=new_spec, vectors_only=True)
+    assert index.manifest()["vectors"]["kind"] == "hnsw" and index.verify().ok, index.verify().issues
+    assert [(h.doc_id, h.text) for h in index.search("word3 hill3", k=3, mode="hybrid")] == before
+    report = manager.rebuild("kb")  # re-chunk and re-embed everything: one new version
+    assert len(report.updated) == 8 and index.verify().ok and index.stats()["documents"] == 8
+    assert [(h.doc_id, h.text) for h in index.search("word3 hill3", k=3, mode="hybrid")] == before
+    assert index.manifest()["vectors"]["kind"] == "hnsw"

@@ -2,9 +2,11 @@
 
 An index ``id`` has two sequences (document rows and chunk ids, never reused) and, per *epoch*, a
 documents and a chunks table. Ordinary writes change the current epoch's tables in place; a write
-that replaces everything or rebuilds the ANN structure (``rebuild``, a copy, an IVF retrain) fills
-the next epoch's tables, builds their indexes and switches the catalog to them in the same
+that replaces everything (``rebuild``, a copy, a new embedder dimension) fills the next epoch's
+tables by COPY, builds their indexes once and switches the catalog to them in the same
 transaction, so readers keep using the old tables until that commit and never wait for a build.
+A new ANN structure alone (``vectors:`` changed, an IVF retrain) is built beside the old one on
+the same table and swapped at commit (:func:`replace_ann`).
 This module knows nothing about documents or search.
 """
 
@@ -107,21 +109,34 @@ def needs_rebuild(spec: Any, kind: str, params: dict[str, Any], rows: int) -> bo
 
 
 def build_ann(conn: sa.Connection, t: Tables, kind: str, params: dict[str, Any], *, memory_mb: int,
-              workers: int) -> None:
+              workers: int, name: str | None = None) -> None:
     """Create the ANN index of ``kind`` on the epoch's chunks (nothing for flat), with
     ``maintenance_work_mem`` and parallel workers for this transaction only."""
     if kind == "flat":
         return
+    name = name or f"{t.chunks}_ann"
     conn.execute(sa.text(f"SET LOCAL maintenance_work_mem = '{int(memory_mb)}MB'"))
     conn.execute(sa.text(f"SET LOCAL max_parallel_maintenance_workers = {int(workers)}"))
     if kind == "hnsw":
-        conn.execute(sa.text(f"CREATE INDEX {t.chunks}_ann ON {t.chunks} USING hnsw (embedding vector_ip_ops) "
+        conn.execute(sa.text(f"CREATE INDEX {name} ON {t.chunks} USING hnsw (embedding vector_ip_ops) "
                              f"WITH (m = {int(params['m'])}, ef_construction = {int(params['ef_construction'])})"))
     elif kind == "ivf":
-        conn.execute(sa.text(f"CREATE INDEX {t.chunks}_ann ON {t.chunks} USING ivfflat (embedding vector_ip_ops) "
+        conn.execute(sa.text(f"CREATE INDEX {name} ON {t.chunks} USING ivfflat (embedding vector_ip_ops) "
                              f"WITH (lists = {int(params['lists'])})"))
     else:
         raise ValueError(f"unknown vector index kind {kind!r}")
+
+
+def replace_ann(conn: sa.Connection, t: Tables, kind: str, params: dict[str, Any], *, memory_mb: int,
+                workers: int) -> None:
+    """Swap the epoch's ANN index for one of ``kind`` inside the caller's transaction: the new one
+    is built beside the old (CREATE INDEX locks out writes only, readers go on), then the old one is
+    dropped and the new one takes its name (a brief exclusive lock, until COMMIT)."""
+    build_ann(conn, t, kind, params, memory_mb=memory_mb, workers=workers, name=f"{t.chunks}_ann_new")
+    conn.execute(sa.text(f"DROP INDEX IF EXISTS {t.chunks}_ann"))
+    if kind != "flat":
+        conn.execute(sa.text(f"ALTER INDEX {t.chunks}_ann_new RENAME TO {t.chunks}_ann"))
+    conn.execute(sa.text(f"ANALYZE {t.chunks}"))
 
 
 def analyze(conn: sa.Connection, t: Tables) -> None:

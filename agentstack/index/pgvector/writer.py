@@ -6,9 +6,10 @@ drops), after it the new version is complete. Nothing is ever half-published, so
 to roll forward; :meth:`recover` only drops an old epoch's tables a crash left behind.
 
 Rows of a document are replaced by delete + insert (chunk ids come from the index's sequence and
-are never reused). A write that replaces everything, or needs another ANN structure (the spec's
-``vectors`` changed, an IVF index outgrew its training), fills the next epoch's tables by COPY,
-builds their indexes and switches the catalog to them, all in the same transaction (``tables.py``).
+are never reused). A write that replaces everything fills the next epoch's tables by COPY, builds
+their indexes and switches the catalog to them; one that needs another ANN structure (the spec's
+``vectors`` changed, an IVF index outgrew its training) builds it beside the old one and swaps
+them; both inside the same transaction (``tables.py``).
 """
 
 from __future__ import annotations
@@ -127,12 +128,11 @@ class PgWriter:
                 raise ValueError(f"document {doc.doc_id}: {doc.vectors.shape} vectors for {len(doc.chunks)} "
                                  f"chunks of dimension {dim}")
         s, now = self.generation + 1, time.time()
-        old, current = self.tables, self.config()
+        old = self.tables
         with self.conn.begin():
             raw = ensure_vector(self.conn)
             self._generation_row(s, now, config)
-            rebuild = replace_all or dim != int(self.manifest["embedder"]["dim"]) or \
-                config["vectors"] != current["vectors"]
+            rebuild = replace_all or dim != int(self.manifest["embedder"]["dim"])
             target = old.next() if rebuild else old
             if rebuild:
                 tables.create_tables(self.conn, target, dim, with_indexes=False)
@@ -147,10 +147,10 @@ class PgWriter:
             kind, params = self.manifest["vectors"]["kind"], dict(self.manifest["vectors"].get("params", {}))
             spec = _vector_spec(config)
             if not rebuild and tables.needs_rebuild(spec, kind, params, counts["chunks"]):
-                target, rebuild = old.next(), True  # e.g. IVF outgrew its training: a new epoch from the rows
-                tables.create_tables(self.conn, target, dim, with_indexes=False)
-                self._carry_over(old, target, exclude=[])
-            if rebuild:
+                kind, params = tables.plan_ann(spec, counts["chunks"])  # e.g. IVF outgrew its training
+                tables.replace_ann(self.conn, target, kind, params, memory_mb=self.store.owner.build_memory_mb,
+                                   workers=self.store.owner.build_workers)
+            elif rebuild:
                 tables.finish_tables(self.conn, target)
                 kind, params = tables.plan_ann(spec, counts["chunks"])
                 tables.build_ann(self.conn, target, kind, params, memory_mb=self.store.owner.build_memory_mb,
@@ -158,6 +158,8 @@ class PgWriter:
                 tables.analyze(self.conn, target)
             elif kind == "hnsw":
                 params["ef_search"] = spec.ef_search  # query-time only: no rebuild
+            elif kind == "ivf":
+                params["probes"] = min(spec.nprobe, int(params["lists"]))
             if report is not None:
                 self._log(s, report, now)
             self._publish(s, target, config, kind, params, counts)
