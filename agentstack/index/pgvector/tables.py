@@ -65,12 +65,18 @@ def create_tables(conn: sa.Connection, t: Tables, dim: int, *, with_indexes: boo
     conn.execute(sa.text(f"""CREATE TABLE {t.chunks} (
         id bigint PRIMARY KEY DEFAULT nextval('{t.chunk_seq}'), doc_row bigint NOT NULL,
         ordinal integer NOT NULL, start integer NOT NULL, "end" integer NOT NULL, heading text NOT NULL,
-        tokens integer NOT NULL, text text NOT NULL, embedding vector({int(dim)}) NOT NULL,
+        tokens integer NOT NULL, text text NOT NULL, embedding vector({int(dim)}) STORAGE {_storage(dim)} NOT NULL,
         added_gen integer NOT NULL,
         tsv tsvector GENERATED ALWAYS AS (setweight(to_tsvector('{TS_CONFIG}', text), 'A') ||
                                           setweight(to_tsvector('{TS_CONFIG}', heading), 'B')) STORED)"""))
     if with_indexes:
         finish_tables(conn, t)
+
+
+def _storage(dim: int) -> str:
+    """Vectors stay in the row (PLAIN: never compressed or moved to TOAST, which would make every
+    exact scan and re-check detoast them); only very wide ones may be compressed (MAIN)."""
+    return "PLAIN" if 4 * int(dim) <= 6000 else "MAIN"
 
 
 def finish_tables(conn: sa.Connection, t: Tables) -> None:
