@@ -26,7 +26,6 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,34 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-SIGMA = 0.0316  # noise per dimension: cosine ~0.85 to the base vector in 384 dimensions
-BATCH_DOCS = 2000
 DEPTH = 50  # hybrid fuses the top 50 of each list for k = 10
-
-
-def synthetic(n: int, base_texts: list[str], base_vecs: np.ndarray, utterances: list[str], seed: int
-              ) -> Iterator[list]:
-    """Batches of PreparedDocuments (10 chunks each; doc ``s{d}``, chunk ordinal i is chunk d + i)."""
-    from agentstack.ingest.documents import Chunk, PreparedDocument
-
-    rng = np.random.default_rng(seed)
-    docs = []
-    for d in range(0, n, 10):
-        picks = rng.integers(0, len(base_texts), size=min(10, n - d))
-        texts = [f"{base_texts[b]}\n{utterances[rng.integers(len(utterances))]}" for b in picks]
-        vecs = base_vecs[picks] + rng.normal(0, SIGMA, size=(len(picks), base_vecs.shape[1])).astype(np.float32)
-        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-        chunks, pos = [], 0
-        for i, t in enumerate(texts):
-            chunks.append(Chunk(i, t, pos, pos + len(t), (), len(t.split())))
-            pos += len(t) + 2
-        docs.append(PreparedDocument(f"s{d}", f"synthetic/{d}", f"synthetic {d}", "text", {"shard": d % 7},
-                                     f"fp{d}", f"h{d}", "\n\n".join(texts), chunks, vecs.astype(np.float32)))
-        if len(docs) == BATCH_DOCS:
-            yield docs
-            docs = []
-    if docs:
-        yield docs
 
 
 class ExactTop:
@@ -92,12 +64,14 @@ def key(hit) -> int:
 
 
 def build(manager, name: str, n: int, base, utterances, exact: ExactTop | None) -> float:
+    from retrieval import synthetic_docs
+
     from agentstack.index.spec import IndexSpec
 
     manager.create(name, spec=IndexSpec.model_validate({"pii": {"enabled": False}}))
     start = time.perf_counter()
     with manager.open(name).store.writer(600) as writer:
-        for docs in synthetic(n, *base, utterances, seed=n):
+        for docs in synthetic_docs(n, base, utterances, np.random.default_rng(n)):
             if exact is not None:
                 exact.add(docs)
             writer.commit(docs)
@@ -163,7 +137,7 @@ def main() -> None:
     if not (args.data / "rag_qa").is_dir():
         sys.exit(f"data folder {args.data} not found (expected ../shared/data); pass --data")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from retrieval import clapnq
+    from retrieval import clapnq, qmsum_utterances
 
     from agentstack.config import load_settings
     from agentstack.embeddings.sentence_transformers import SentenceTransformerEmbedder
@@ -175,9 +149,7 @@ def main() -> None:
 
     passages, questions = clapnq(args.data)
     queries = [q for q, _ in questions][:args.queries]
-    utterances = [f"{t['speaker']}: {t['content']}" for line in
-                  (args.data / "summarization_translation/qmsum/qmsum_test.jsonl").open()
-                  for t in json.loads(line)["meeting_transcripts"] if len(t["content"]) > 40]
+    utterances = qmsum_utterances(args.data)
     result: dict = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                                 "python": platform.python_version()},
                     "loadavg_start": os.getloadavg(), "at": time.strftime("%Y-%m-%dT%H:%M:%S"),

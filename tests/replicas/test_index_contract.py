@@ -346,7 +346,7 @@ def run_child(backend: dict, data_dir: Path, run: int, mode: str = "kill") -> su
 
 
 def test_kill_9_during_ingest_loses_nothing_published(backend, manager, capsys):
-    from agentstack.ingest.documents import make_doc_id
+    from tests.integration.test_index_crash import reported
 
     data_dir = Path(backend["overrides"]["data_dir"])
     manager.create("crash", spec=spec(chunking={"chunk_tokens": 12, "overlap_tokens": 2},
@@ -367,9 +367,7 @@ def test_kill_9_during_ingest_loses_nothing_published(backend, manager, capsys):
         rest = proc.stdout.read().splitlines()
         proc.wait(30)
         phases.append(next((line.split()[1] for line in reversed(rest) if line.startswith("PHASE ")), "start"))
-        ingested = {d for line in rest if line.startswith("INGESTED ") for d in line.split()[2:]}
-        deleted = {line.split()[2] for line in rest if line.startswith("DELETED ")}
-        deleting = {make_doc_id(line.split()[1]) for line in rest if line.startswith("DELETING ")} - deleted
+        ingested, deleted, deleting = reported(rest)
         report = reader.verify()
         assert not report.issues, (run, phases[-1], report.issues)
         docs = {d["doc_id"] for d in reader.documents(limit=1000)[0]}
