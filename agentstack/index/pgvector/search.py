@@ -8,7 +8,8 @@
   cannot be used for ``(embedding <#> q) + 0``). Flat indexes are always exact.
 * ``bm25``: PostgreSQL full text (``english`` configuration: stemming and stop words) over chunk
   text (weight A) and headings (weight B), the query's words OR-ed as in the FAISS backend, ranked
-  by ``ts_rank`` (length-normalised). Named ``bm25`` for one API across backends; it is not BM25.
+  by ``ts_rank`` without length normalisation (on ClapNQ dev: recall@1 0.837 against 0.783 with
+  normalisation 1, 0.70 with ``ts_rank_cd``). Named ``bm25`` for one API across backends; it is not BM25.
 * ``hybrid``: the shared reciprocal rank fusion (``agentstack.index.search.run``).
 
 Filters are the FAISS backend's: ``doc_id``/``source``/``format``/``title`` or a metadata key, an
@@ -117,7 +118,7 @@ class PgSearcher:
         params["expr"] = " | ".join(f"'{w}'" for w in words)  # \w+ words: no quotes inside
         join = f"JOIN {self.t.docs} d ON d.row_id = c.doc_row" if where else ""
         rows = self.conn.execute(sa.text(
-            f"SELECT c.id, ts_rank({_WEIGHTS}, c.tsv, q.q, 1) AS s FROM {self.t.chunks} c {join}, "
+            f"SELECT c.id, ts_rank({_WEIGHTS}, c.tsv, q.q) AS s FROM {self.t.chunks} c {join}, "
             f"to_tsquery('english', :expr) AS q(q) WHERE c.tsv @@ q.q {where} ORDER BY s DESC, c.id "
             f"LIMIT {int(n)}"), params).all()
         return [(int(r[0]), float(r[1])) for r in rows]
