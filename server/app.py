@@ -21,7 +21,7 @@ from agentstack import __version__
 from agentstack.config import Settings, load_settings
 from agentstack.engines.base import ChatEngine
 from agentstack.errors import ConfigError
-from server import errors
+from server import errors, openapi
 from server.middleware import BodyLimit, RequestContext
 from server.services import Services
 from server.sessions import SessionStore
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, *, engine: ChatEngine | None = 
                               "Authenticate with `Authorization: Bearer <key>`; name your end user with "
                               "`X-User-Id`.")
     errors.install(app)
+    openapi.install(app, settings)
     app.state.sessions = SessionStore(settings.auth, trusted_origins=settings.server.cors_origins,
                                       state=shared)  # web sign-in
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)

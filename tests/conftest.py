@@ -61,6 +61,45 @@ def embedded_engine():
     asyncio.run(engine.aclose())
 
 
+@pytest.fixture(scope="session")
+def llamacpp_engine():
+    """The default engine: llama.cpp in process on the shipped SmolLM2 GGUF, loaded once per run."""
+    from agentstack.config import EngineSettings
+    from agentstack.engines.llamacpp.engine import LlamaCppEngine
+
+    engine = LlamaCppEngine(EngineSettings(max_running=16, max_queue=16), MODEL_CACHE)
+    engine.warm_up()
+    yield engine
+    import asyncio
+
+    asyncio.run(engine.aclose())
+
+
+# The in-process engine kinds the contract tests run on: the default (llama.cpp) and the torch engine.
+ENGINE_KINDS = ["llamacpp", "embedded"]
+
+
+def engine_of_kind(request, kind: str):
+    """The session engine of ``kind`` (``llamacpp`` or ``embedded``)."""
+    return request.getfixturevalue(f"{kind}_engine")
+
+
+def only_on_torch(kind: str, why: str) -> None:
+    """Skip a property that holds for the torch engine only, saying why it cannot hold for llama.cpp."""
+    if kind != "embedded":
+        pytest.skip(f"does not hold for the {kind} engine: {why}")
+
+
+def kind_server(request, tmp_path_factory, name: str, **overrides):
+    """A LiveServer on the session engine of ``request.param``; use as a context manager."""
+    from server.app import create_app
+
+    settings = make_settings(tmp_path_factory.mktemp(f"{name}-{request.param}"), **overrides)
+    srv = LiveServer(create_app(settings, engine=engine_of_kind(request, request.param)))
+    srv.kind = request.param
+    return srv
+
+
 # -- a real server on a free loopback port ---------------------------------------------------------
 APP_KEY = "app-key-0123456789abcdef"
 OPERATOR_KEY = "op-key-0123456789abcdef"

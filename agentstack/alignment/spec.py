@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from agentstack.config import GateSettings, PreferenceSettings, Settings
+from agentstack.strict import StrictModel
 
 Method = Literal["dpo", "kto", "rlhf", "sft"]
 METHODS: tuple[str, ...] = ("dpo", "kto", "rlhf", "sft")
@@ -36,14 +37,14 @@ def _optional(name: str, model: type[BaseModel]) -> type[BaseModel]:
     for field_name, info in model.model_fields.items():
         annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
         fields[field_name] = (annotation | None, Field(default=None, description=info.description))
-    return create_model(name, __config__={"extra": "forbid"}, **fields)  # type: ignore[call-overload]
+    return create_model(name, __base__=StrictModel, **fields)  # type: ignore[call-overload]
 
 
 Thresholds = _optional("Thresholds", PreferenceSettings)
 GateOverrides = _optional("GateOverrides", GateSettings)
 
 
-class DataWindow(BaseModel):
+class DataWindow(StrictModel):
     """Which votes a round reads, by the time each was last cast. ``days`` counts back from the
     job's start and is ignored when ``since`` is given. Timestamps: ISO 8601 or Unix seconds."""
 
@@ -74,7 +75,7 @@ class DataWindow(BaseModel):
         return self
 
 
-class ConstitutionData(BaseModel):
+class ConstitutionData(StrictModel):
     """Offline constitutional pairs: the current model answers red-team prompts (the AdvBench
     train half), critiques and revises its answers against sampled principles; (revision,
     original) become preference pairs and the revisions SFT rows."""
@@ -90,7 +91,7 @@ class ConstitutionData(BaseModel):
     seed: int = Field(default=0, description="Seed for sampling principles.")
 
 
-class DataSources(BaseModel):
+class DataSources(StrictModel):
     model_config = {"extra": "forbid"}
 
     feedback: bool = Field(default=True, description="Use the votes in the data window.")
@@ -102,7 +103,7 @@ class DataSources(BaseModel):
     constitution: ConstitutionData | None = Field(default=None, description="Add offline red-team pairs.")
 
 
-class Hyperparameters(BaseModel):
+class Hyperparameters(StrictModel):
     """Training knobs. Unset values take the method's defaults (see ``alignment/trainers/``)."""
 
     model_config = {"extra": "forbid"}
@@ -137,7 +138,7 @@ class Hyperparameters(BaseModel):
     rm_learning_rate: float = Field(default=1e-4, gt=0, le=1.0, description="Reward model learning rate.")
 
 
-class Launcher(BaseModel):
+class Launcher(StrictModel):
     model_config = {"extra": "forbid"}
 
     kind: Literal["process", "accelerate"] | None = Field(default=None, description="Override alignment.launcher.")
@@ -145,8 +146,23 @@ class Launcher(BaseModel):
     num_processes: int | None = Field(default=None, ge=1, description="Override alignment.num_processes.")
 
 
-class JobSpec(BaseModel):
-    model_config = {"extra": "forbid"}
+# The cross-field rules of JobSpec._consistent, in JSON Schema, so that /openapi.json says them too.
+_SPEC_RULES = {"allOf": [
+    {"if": {"properties": {"method": {"const": "sft"}}, "required": ["method"]},
+     "then": {"required": ["data"], "properties": {"data": {"anyOf": [
+         {"required": ["revisions"], "properties": {"revisions": {"const": True}}},
+         {"required": ["constitution"], "properties": {"constitution": {"type": "object"}}}]}}}},
+    {"if": {"required": ["data"], "properties": {"data": {"required": ["feedback"],
+                                                          "properties": {"feedback": {"const": False}}}}},
+     "then": {"properties": {"data": {"required": ["constitution"],
+                                      "properties": {"constitution": {"type": "object"}}}}}},
+    {"if": {"required": ["method"], "properties": {"method": {"enum": ["kto", "rlhf"]}}},
+     "then": {"properties": {"data": {"properties": {"feedback": {"const": True}}}}}},
+]}
+
+
+class JobSpec(StrictModel):
+    model_config = {"extra": "forbid", "json_schema_extra": _SPEC_RULES}
 
     method: Method = Field(default="dpo", description="dpo (pairs, LoRA), kto (unpaired thumbs), rlhf (reward "
                            "model from thumbs + RLOO/GRPO with a KL penalty), sft (constitutional revisions).")

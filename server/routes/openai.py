@@ -100,6 +100,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, user: 
         from server.routes.orchestrated import orchestrated_completion
 
         return await orchestrated_completion(body, mode, index, request, user, svc)
+    if body.grounding is not None:
+        raise InvalidRequestError("`grounding` applies to the rag:<index> and react:<index> models only",
+                                  param="grounding", fix="drop the field, or ask a rag:<index> model")
     version = svc.router.resolve(body.model)
     params = body.sampling_params()
     chat = ChatRequest(messages=body.message_dicts(), model=version, params=params, structured=body.structured(),

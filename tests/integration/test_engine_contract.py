@@ -1,5 +1,6 @@
-"""The ChatEngine contract, run against both real implementations: the embedded engine (SmolLM2 in
-process) and the openai engine talking to a real agentstack server on loopback (no HTTP mocks)."""
+"""The ChatEngine contract, run against every real implementation: the llamacpp engine (llama.cpp in
+process, the default), the embedded engine (torch in process), and the openai engine talking to a
+real agentstack server on loopback (no HTTP mocks)."""
 
 from __future__ import annotations
 
@@ -15,24 +16,26 @@ from agentstack.errors import (ContextLengthError, EngineUnavailableError, Inval
 from tests.conftest import OPERATOR_KEY
 
 pytestmark = pytest.mark.integration
-Q = [{"role": "user", "content": "What is the capital of France?"}]
+Q = [{"role": "user", "content": "Which city is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
-def server(embedded_engine, tmp_path_factory):
+def server(llamacpp_engine, tmp_path_factory):
     from server.app import create_app
     from tests.conftest import LiveServer, make_settings
 
-    with LiveServer(create_app(make_settings(tmp_path_factory.mktemp("contract")), engine=embedded_engine)) as srv:
+    with LiveServer(create_app(make_settings(tmp_path_factory.mktemp("contract")), engine=llamacpp_engine)) as srv:
         yield srv
 
 
-@pytest.fixture(params=["embedded", "openai"])
-def engine_and_model(request, embedded_engine, server):
-    if request.param == "embedded":
-        return embedded_engine, embedded_engine.base_name
+@pytest.fixture(params=["llamacpp", "embedded", "openai"])
+def engine_and_model(request):
+    if request.param != "openai":
+        engine = request.getfixturevalue(f"{request.param}_engine")
+        return engine, engine.base_name
     from agentstack.engines.openai_engine import OpenAIEngine
 
+    server = request.getfixturevalue("server")
     engine = OpenAIEngine(EngineSettings(kind="openai", base_url=f"{server.url}/v1", api_key=OPERATOR_KEY,
                                          timeout_s=60, max_retries=0))
     engine.warm_up()
@@ -72,10 +75,15 @@ def test_vllm_extras_and_stop(engine_and_model):
     assert again.text == result.text  # seeded
 
 
-def test_count_tokens_and_context_length(engine_and_model, embedded_engine):
+def _served_by(engine, request):
+    """The in-process engine that does the work (the server's, for the openai engine)."""
+    return engine if engine.kind != "openai" else request.getfixturevalue("llamacpp_engine")
+
+
+def test_count_tokens_and_context_length(engine_and_model, request):
     engine, model = engine_and_model
     count = run(engine.count_tokens(Q, model))
-    assert count == len(embedded_engine.render(Q)[1])
+    assert count == len(_served_by(engine, request).render(Q)[1])
     assert engine.context_length(model) == 8192
     assert any(m.id == model for m in engine.models())
 
@@ -98,8 +106,9 @@ def test_errors_before_first_event(engine_and_model):
         run(first(ChatRequest(messages=Q, model=model, params=SamplingParams(max_tokens=100_000))))
 
 
-def test_closing_the_stream_cancels(engine_and_model, embedded_engine):
+def test_closing_the_stream_cancels(engine_and_model, request):
     engine, model = engine_and_model
+    served = _served_by(engine, request)
 
     async def go():
         stream = engine.stream(ChatRequest(messages=Q, model=model,
@@ -109,7 +118,7 @@ def test_closing_the_stream_cancels(engine_and_model, embedded_engine):
                 break
         await stream.aclose()
         for _ in range(100):
-            if embedded_engine.stats()["running"] == 0:
+            if served.stats()["running"] == 0:
                 return True
             await asyncio.sleep(0.1)
         return False

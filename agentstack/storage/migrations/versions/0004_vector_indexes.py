@@ -4,8 +4,8 @@ documents and chunks live in tables of their own, made when the index is created
 (``agentstack/index/pgvector/``). On PostgreSQL the ``vector`` extension is created here when the
 server has it and the migrating role may (else the first pgvector index says how).
 
-Revision ID: 0003_vector_indexes
-Revises: 0002_shared_state
+Revision ID: 0004_vector_indexes
+Revises: 0003_responses_grounding
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_vector_indexes"
-down_revision = "0002_shared_state"
+revision = "0004_vector_indexes"
+down_revision = "0003_responses_grounding"
 branch_labels = None
 depends_on = None
 
