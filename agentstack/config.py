@@ -451,6 +451,13 @@ class Settings(BaseSettings):
             raise ValueError(f"duplicate api key ids: {dup}")
         return self
 
+    @model_validator(mode="after")
+    def _index_backend(self) -> "Settings":
+        if self.index.backend == "pgvector" and self.database_url.startswith("sqlite"):
+            raise ValueError("index.backend = 'pgvector' keeps indexes in PostgreSQL, but database.url is unset "
+                             "(SQLite): set AGENTSTACK_DATABASE__URL=postgresql://..., or index.backend = faiss")
+        return self
+
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
                                    env_settings: PydanticBaseSettingsSource,
