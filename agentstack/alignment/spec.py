@@ -139,11 +139,43 @@ class Hyperparameters(StrictModel):
 
 
 class Launcher(StrictModel):
+    """How training starts. Several machines: the job's worker is machine rank 0 and the address
+    every other machine dials; each other machine joins with ``python -m agentstack.alignment.launch
+    follow --machine-rank N <step config>`` (docs/alignment.md)."""
+
     model_config = {"extra": "forbid"}
 
     kind: Literal["process", "accelerate"] | None = Field(default=None, description="Override alignment.launcher.")
     config_file: Path | None = Field(default=None, description="Override alignment.accelerate_config.")
-    num_processes: int | None = Field(default=None, ge=1, description="Override alignment.num_processes.")
+    num_processes: int | None = Field(default=None, ge=1, description="Override alignment.num_processes; with "
+                                      "several machines, the processes of all of them.")
+    num_machines: int = Field(default=1, ge=1, le=1024, description="Machines the training spans (> 1 needs kind "
+                              "accelerate, main_process_ip and main_process_port).")
+    main_process_ip: str | None = Field(default=None, min_length=1, max_length=253,
+                                        pattern=r"^[A-Za-z0-9]([A-Za-z0-9.:\-]*[A-Za-z0-9])?$",
+                                        description="Address of machine rank 0 (this job's worker) that the "
+                                        "others reach: an IP or a host name.")
+    main_process_port: int | None = Field(default=None, ge=1024, le=65535, description="Rendezvous port on "
+                                          "machine rank 0; unset = a free port (one machine only).")
+
+    @model_validator(mode="after")
+    def _machines(self) -> Launcher:
+        if self.num_machines == 1:
+            if self.main_process_ip is not None:
+                raise ValueError("launcher.main_process_ip is only used with launcher.num_machines > 1")
+            return self
+        if self.kind == "process":
+            raise ValueError(f"launcher.num_machines={self.num_machines} needs launcher.kind 'accelerate' "
+                             "(one process cannot span machines)")
+        missing = [f"launcher.{n}" for n in ("main_process_ip", "main_process_port") if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"launcher.num_machines={self.num_machines} needs {' and '.join(missing)}: rank 0's "
+                             "address and port, which every machine dials")
+        if self.num_processes is not None and (self.num_processes < self.num_machines
+                                               or self.num_processes % self.num_machines):
+            raise ValueError(f"launcher.num_processes ({self.num_processes}) counts the processes of all machines: "
+                             f"it must be a multiple of launcher.num_machines ({self.num_machines})")
+        return self
 
 
 # The cross-field rules of JobSpec._consistent, in JSON Schema, so that /openapi.json says them too.

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agentstack.config import OrchestrationSettings
 from agentstack.engines.base import ChatEngine, ChatRequest, Usage
@@ -30,6 +30,13 @@ class GuardPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     allowed_link_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_link_hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str]) -> list[str]:
+        from agentstack.orchestrators.link_policy import normalize_host
+
+        return [normalize_host(h) for h in hosts]  # a bad entry fails at load, naming itself
     system_prompt_leak_chars: int = Field(default=40, ge=8)
     injection_filter: Literal["off", "standard", "strict"] = "standard"
 
@@ -38,7 +45,7 @@ def load_guard_policy(policies_dir: Path | None = None) -> GuardPolicy:
     path = resource_file("policies", "guards.yaml", policies_dir)
     try:
         return GuardPolicy(**(yaml.safe_load(path.read_text()) or {}))
-    except (yaml.YAMLError, ValidationError, TypeError) as exc:
+    except (yaml.YAMLError, ValidationError, TypeError, ConfigError) as exc:
         raise ConfigError(f"{path} is not a valid guard policy: {exc}", fix="see the comments in policies/guards.yaml")
 
 

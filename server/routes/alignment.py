@@ -11,6 +11,8 @@
 * ``POST /v1/admin/models/{version}/promote`` (body ``{"force": false}`` optional): hot swap; 404
   unknown version, 409 rejected by the gate (unless forced).
 * ``POST /v1/admin/models/rollback`` (body ``{"version": null}`` optional: the previous version).
+* ``POST /v1/admin/models/{version}/selectable`` (body ``{"selectable": true}``): whether app keys
+  may ask for the version by name (they always get the active one through the served alias).
 
 The work is in ``agentstack.alignment``; routes look up, check, act.
 """
@@ -110,6 +112,25 @@ async def promote(version: str, op: Operator, svc: Svc, body: PromoteRequest | N
                                                          "message": exc.message}, outcome="error")
         raise
     await _audit(svc, op, "model.promote", version, {"force": body.force, **result})
+    return JSONResponse(result)
+
+
+class SelectableRequest(StrictModel):
+    model_config = ConfigDict(extra="forbid")
+
+    selectable: bool = Field(default=True, description="Whether app keys may ask for this version by name.")
+
+
+@router.post("/models/{version}/selectable", summary="Let app keys select a version by name, or stop them")
+async def set_selectable(version: str, op: Operator, svc: Svc, body: SelectableRequest | None = None) -> JSONResponse:
+    body = body or SelectableRequest()
+    try:
+        result = await asyncio.to_thread(svc.alignment.deployer.set_selectable, version, body.selectable)
+    except AgentstackError as exc:
+        await _audit(svc, op, "model.selectable", version, {"selectable": body.selectable, "error": exc.code},
+                     outcome="error")
+        raise
+    await _audit(svc, op, "model.selectable", version, {"selectable": body.selectable, "changed": result["changed"]})
     return JSONResponse(result)
 
 

@@ -182,6 +182,8 @@ async def chat(body: AppChatRequest, http: Request, user: AppUser, svc: Svc):
     if (body.message is None) == (body.messages is None):
         raise InvalidRequestError("send exactly one of `message` or `messages`", param="message")
     check_index(user, body.index)
+    if body.model is not None:
+        svc.resolve_model(body.model, user)  # an app key may name only the active or a selectable version
     if body.conversation_id:
         conv = await asyncio.to_thread(svc.conversations.get, body.conversation_id, key_id=user.key_id,
                                        user_id=user.user_id)

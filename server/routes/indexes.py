@@ -129,9 +129,10 @@ async def list_documents(name: IndexName, user: AppUser, indexes: Indexes, offse
 # -- write and inspect: operators -------------------------------------------------------------------
 @router.post("/{name}/documents", summary="Upload documents (added, replaced or skipped if unchanged)")
 async def upload(name: IndexName, body: UploadBody, op: Operator, svc: Svc, indexes: Indexes) -> dict[str, Any]:
-    indexes.open(name)  # 404 before anything is decoded
-    files = [(d.name, d.content()) for d in body.documents]
-    try:
+    files: list[tuple[str, bytes]] = []
+    try:  # a refused upload (unknown index: 404 before anything is decoded) is audited too
+        indexes.open(name)
+        files = [(d.name, d.content()) for d in body.documents]
         report = await asyncio.to_thread(indexes.add_bytes, name, files, metadata=body.metadata)
     except Exception as exc:
         await _audit(svc, op, "index.upload", name, {"files": len(files)}, outcome=type(exc).__name__)
@@ -166,8 +167,8 @@ async def verify(name: IndexName, op: Operator, indexes: Indexes) -> dict[str, A
 
 @router.post("/{name}/rebuild", summary="Re-scrub, re-chunk and re-embed every document as one new version")
 async def rebuild(name: IndexName, op: Operator, svc: Svc, indexes: Indexes) -> dict[str, Any]:
-    indexes.open(name)
     try:
+        indexes.open(name)
         report = await asyncio.to_thread(indexes.rebuild, name)
     except Exception as exc:
         await _audit(svc, op, "index.rebuild", name, outcome=type(exc).__name__)

@@ -59,7 +59,10 @@ def test_chat_and_stream_agree(engine_and_model):
         return full, "".join(pieces), last
 
     full, streamed, last = run(go())
-    assert "Paris" in full.text
+    # What a 135M Q4_1 model answers is not the contract: llama.cpp's greedy output moves with the
+    # prompt cache a shared engine carries from earlier tests ("Paris" alone, "Le Grand Château ..."
+    # after a full suite). That both paths give the same tokens is.
+    assert full.text.strip() and full.usage.completion_tokens > 0
     assert streamed == full.text
     assert last.usage is not None and last.usage.completion_tokens == full.usage.completion_tokens
     assert full.model_version
