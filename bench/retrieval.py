@@ -128,6 +128,20 @@ def timed_searches(index, queries, mode: str, k: int = 10) -> tuple[dict, list[l
             "mean_ms": float(ms.mean()), "queries": len(queries)}, results
 
 
+def prepare(args: argparse.Namespace) -> tuple[list, list, list[str], list[str], dict]:
+    """What a retrieval bench starts from (also ``vector_backends.py``): the ClapNQ gold passages and
+    questions, the first ``args.queries`` questions, the QMSum utterances, and the result's header
+    (machine, load at start, time)."""
+    if not (args.data / "rag_qa").is_dir():
+        sys.exit(f"data folder {args.data} not found (expected ../shared/data); pass --data")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    passages, questions = clapnq(args.data)
+    result: dict = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                                "python": platform.python_version()},
+                    "loadavg_start": os.getloadavg(), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return passages, questions, [q for q, _ in questions][:args.queries], qmsum_utterances(args.data), result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -136,20 +150,12 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "retrieval.json")
     args = parser.parse_args()
-    if not (args.data / "rag_qa").is_dir():
-        sys.exit(f"data folder {args.data} not found (expected ../shared/data); pass --data")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    passages, questions, queries, utterances, result = prepare(args)
     from agentstack.config import load_settings
     from agentstack.embeddings.sentence_transformers import SentenceTransformerEmbedder
     from agentstack.index.manager import IndexManager
     from agentstack.index.spec import IndexSpec
 
-    passages, questions = clapnq(args.data)
-    queries = [q for q, _ in questions][:args.queries]
-    utterances = qmsum_utterances(args.data)
-    result: dict = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                                "python": platform.python_version()},
-                    "loadavg_start": os.getloadavg(), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="agentstack-bench-") as tmp:
         settings = load_settings(data_dir=Path(tmp) / "data")

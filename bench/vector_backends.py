@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -134,10 +133,7 @@ def main() -> None:
     parser.add_argument("--build-workers", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "vector_backends.json")
     args = parser.parse_args()
-    if not (args.data / "rag_qa").is_dir():
-        sys.exit(f"data folder {args.data} not found (expected ../shared/data); pass --data")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from retrieval import clapnq, qmsum_utterances
+    from retrieval import prepare
 
     from agentstack.config import load_settings
     from agentstack.embeddings.sentence_transformers import SentenceTransformerEmbedder
@@ -147,14 +143,9 @@ def main() -> None:
     from agentstack.index.spec import IndexSpec
     from tests import services
 
-    passages, questions = clapnq(args.data)
-    queries = [q for q, _ in questions][:args.queries]
-    utterances = qmsum_utterances(args.data)
-    result: dict = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                                "python": platform.python_version()},
-                    "loadavg_start": os.getloadavg(), "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "hnsw": args.hnsw, "build_memory_mb": args.build_memory_mb, "build_workers": args.build_workers,
-                    "sizes": {}}
+    passages, questions, queries, utterances, result = prepare(args)
+    result.update({"hnsw": args.hnsw, "build_memory_mb": args.build_memory_mb, "build_workers": args.build_workers,
+                   "sizes": {}})
     with services.postgres_server() as server, tempfile.TemporaryDirectory(prefix="agentstack-bench-") as tmp:
         url = services.create_database(server)
         settings = load_settings(data_dir=Path(tmp) / "data", database={"url": url, "migrate_on_start": True},

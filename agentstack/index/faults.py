@@ -31,4 +31,5 @@ POINTS: dict[str, str] = {
 
 _points = FaultPoints(POINTS)
 set_hook = _points.set_hook
+raising = _points.raising
 point = _points.point

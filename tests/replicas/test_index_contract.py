@@ -318,17 +318,8 @@ def test_an_exception_inside_a_write_leaves_the_published_version(backend, manag
     index = manager.open("kb")
     gen = index.manifest()["generation"]
     point = (WRITE_POINT if where == "write" else COMMIT_POINT)[backend["kind"]]
-
-    def hook(p: str) -> None:
-        if p == point:
-            raise OSError(28, "No space left on device (injected)")
-
-    faults.set_hook(hook)
-    try:
-        with pytest.raises(OSError):
-            manager.add_bytes("kb", files(4, version=2) + [("extra.md", b"# Extra\n\nsomething new\n")])
-    finally:
-        faults.set_hook(None)
+    with faults.raising(point), pytest.raises(OSError):
+        manager.add_bytes("kb", files(4, version=2) + [("extra.md", b"# Extra\n\nsomething new\n")])
     assert index.documents()[1] == 4 and "version 0" in index.search("version", k=1, mode="bm25")[0].text
     assert index.verify().ok or backend["kind"] == "faiss"  # FAISS: an unpublished generation is a note
     assert manager.add_bytes("kb", files(4, version=2)).ok

@@ -114,17 +114,8 @@ def test_copy_all_and_a_killed_copy_leaves_nothing_half_done(settings_both, pg_d
     try:
         fill(faiss_side, "one")
         fill(faiss_side, "two")
-
-        def hook(point: str) -> None:
-            if point == "pg_commit":
-                raise OSError(28, "No space left on device (injected)")
-
-        faults.set_hook(hook)
-        try:
-            with pytest.raises(OSError):
-                copy_index(faiss_side.backend, pg_side.backend, "one")
-        finally:
-            faults.set_hook(None)
+        with faults.raising("pg_commit"), pytest.raises(OSError):
+            copy_index(faiss_side.backend, pg_side.backend, "one")
         assert not pg_side.exists("one")  # the failed copy removed what it created
         env = {"AGENTSTACK_DATA_DIR": str(settings_both.data_dir), "AGENTSTACK_DATABASE__URL": pg_database}
         done = cli("copy", "--all", "--to", "pgvector", "--json", env=env)
