@@ -405,6 +405,26 @@ class StateSettings(BaseModel):
                                      "replica to load the new adapter before it gives up (nothing changes then).")
 
 
+class IndexSettings(BaseModel):
+    """Where document indexes live: FAISS + SQLite files in the data directory, or pgvector tables in
+    PostgreSQL that every replica reads. See docs/ingestion.md and docs/scaling.md."""
+
+    model_config = {"extra": "forbid"}
+
+    backend: Literal["auto", "faiss", "pgvector"] = Field(default="auto", description="faiss: SQLite + FAISS "
+                                                          "files under <data_dir>/indexes (one host); pgvector: "
+                                                          "tables in the PostgreSQL database of database.url, "
+                                                          "shared by every replica; auto: pgvector when database.url "
+                                                          "names PostgreSQL, else faiss.")
+    build_memory_mb: int = Field(default=1024, ge=64, le=1_048_576, description="pgvector: maintenance_work_mem "
+                                 "for an HNSW/IVF build (a graph that does not fit builds far slower); 1M "
+                                 "384-dimensional vectors need about 2 GB.")
+    build_workers: int = Field(default=2, ge=0, le=64, description="pgvector: parallel maintenance workers for "
+                               "an index build (besides the leader).")
+    max_scan_tuples: int = Field(default=100_000, ge=1000, description="pgvector: most rows an HNSW iterative "
+                                 "scan visits to fill k results under a filter (hnsw.max_scan_tuples).")
+
+
 class ClientSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -442,6 +462,8 @@ class Settings(BaseSettings):
     client: ClientSettings = Field(default_factory=ClientSettings, description="The CLI's connection to a server.")
     database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="The relational database "
                                        "(SQLite by default, PostgreSQL for several replicas).")
+    index: IndexSettings = Field(default_factory=IndexSettings, description="Where document indexes live "
+                                 "(FAISS files or pgvector).")
     state: StateSettings = Field(default_factory=StateSettings, description="State shared between API replicas "
                                  "(Redis) and their heartbeats.")
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings,
@@ -458,6 +480,13 @@ class Settings(BaseSettings):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"duplicate api key ids: {dup}")
+        return self
+
+    @model_validator(mode="after")
+    def _index_backend(self) -> "Settings":
+        if self.index.backend == "pgvector" and self.database_url.startswith("sqlite"):
+            raise ValueError("index.backend = 'pgvector' keeps indexes in PostgreSQL, but database.url is unset "
+                             "(SQLite): set AGENTSTACK_DATABASE__URL=postgresql://..., or index.backend = faiss")
         return self
 
     @classmethod
@@ -490,6 +519,13 @@ class Settings(BaseSettings):
     def shared_state(self) -> bool:
         """Several replicas may share this deployment's state (PostgreSQL or Redis configured)."""
         return self.state.redis_url is not None or not self.database_url.startswith("sqlite")
+
+    @property
+    def index_backend(self) -> str:
+        """``faiss`` or ``pgvector``: ``index.backend``, with ``auto`` resolved from ``database.url``."""
+        if self.index.backend != "auto":
+            return self.index.backend
+        return "faiss" if self.database_url.startswith("sqlite") else "pgvector"
 
     @property
     def indexes_path(self) -> Path:

@@ -9,7 +9,9 @@ environment. Each subsystem owns one :class:`FaultPoints` (``agentstack.index.fa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import errno
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 
 class FaultPoints:
@@ -20,6 +22,24 @@ class FaultPoints:
     def set_hook(self, hook: Callable[[str], None] | None) -> None:
         """Install (or with None remove) the function called at every point with its name."""
         self._hook = hook
+
+    @contextmanager
+    def raising(self, name: str, error: BaseException | None = None) -> Iterator[None]:
+        """Inside the block, the point ``name`` raises ``error`` (default: a full disk, ``ENOSPC``);
+        the hook is removed on the way out."""
+        if name not in self.names:
+            raise ValueError(f"unknown fault point {name!r}; known: {', '.join(self.names)}")
+        failure = error or OSError(errno.ENOSPC, "No space left on device (injected)")
+
+        def hook(reached: str) -> None:
+            if reached == name:
+                raise failure
+
+        self.set_hook(hook)
+        try:
+            yield
+        finally:
+            self.set_hook(None)
 
     def point(self, name: str) -> None:
         if name not in self.names:

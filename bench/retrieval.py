@@ -24,6 +24,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,34 +71,47 @@ def quality(manager, passages, questions, pii: bool) -> dict:
     return out
 
 
+def synthetic_docs(n: int, base, utterances: list[str], rng) -> Iterator[list]:
+    """Batches of 2,000 PreparedDocuments of 10 chunks (doc ``s{d}``: chunks d .. d + 9), each chunk
+    a real base chunk's text plus a QMSum utterance, its vector the base vector plus noise."""
+    from agentstack.ingest.documents import Chunk, PreparedDocument
+
+    base_texts, base_vecs = base
+    sigma = 0.0316  # noise per dimension: cosine ~0.85 to the base vector in 384 dimensions
+    docs = []
+    for d in range(0, n, 10):
+        picks = rng.integers(0, len(base_texts), size=min(10, n - d))
+        texts = [f"{base_texts[b]}\n{utterances[rng.integers(len(utterances))]}" for b in picks]
+        vecs = base_vecs[picks] + rng.normal(0, sigma, size=(len(picks), base_vecs.shape[1])).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        chunks, pos = [], 0
+        for i, t in enumerate(texts):
+            chunks.append(Chunk(i, t, pos, pos + len(t), (), len(t.split())))
+            pos += len(t) + 2
+        text = "\n\n".join(texts)
+        docs.append(PreparedDocument(f"s{d}", f"synthetic/{d}", f"synthetic {d}", "text", {"shard": d % 7},
+                                     f"fp{d}", f"h{d}", text, chunks, vecs.astype(np.float32)))
+        if len(docs) == 2000:
+            yield docs
+            docs = []
+    if docs:
+        yield docs
+
+
 def synthetic_index(manager, name: str, n: int, base, utterances: list[str], rng) -> None:
     """An index of ``n`` chunks (10 per document) written straight through the store's writer."""
     from agentstack.index.spec import IndexSpec
-    from agentstack.ingest.documents import Chunk, PreparedDocument
 
     manager.create(name, spec=IndexSpec.model_validate({"pii": {"enabled": False}}))
-    store = manager.open(name).store
-    base_texts, base_vecs = base
-    sigma = 0.0316  # noise per dimension: cosine ~0.85 to the base vector in 384 dimensions
-    with store.writer() as writer:
-        docs = []
-        for d in range(0, n, 10):
-            picks = rng.integers(0, len(base_texts), size=min(10, n - d))
-            texts = [f"{base_texts[b]}\n{utterances[rng.integers(len(utterances))]}" for b in picks]
-            vecs = base_vecs[picks] + rng.normal(0, sigma, size=(len(picks), base_vecs.shape[1])).astype(np.float32)
-            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-            chunks, pos = [], 0
-            for i, t in enumerate(texts):
-                chunks.append(Chunk(i, t, pos, pos + len(t), (), len(t.split())))
-                pos += len(t) + 2
-            text = "\n\n".join(texts)
-            docs.append(PreparedDocument(f"s{d}", f"synthetic/{d}", f"synthetic {d}", "text", {"shard": d % 7},
-                                         f"fp{d}", f"h{d}", text, chunks, vecs.astype(np.float32)))
-            if len(docs) == 2000:
-                writer.commit(docs)
-                docs = []
-        if docs:
+    with manager.open(name).store.writer() as writer:
+        for docs in synthetic_docs(n, base, utterances, rng):
             writer.commit(docs)
+
+
+def qmsum_utterances(data: Path) -> list[str]:
+    return [f"{t['speaker']}: {t['content']}" for line in
+            (data / "summarization_translation/qmsum/qmsum_test.jsonl").open()
+            for t in json.loads(line)["meeting_transcripts"] if len(t["content"]) > 40]
 
 
 def timed_searches(index, queries, mode: str, k: int = 10) -> tuple[dict, list[list[int]]]:
@@ -114,6 +128,20 @@ def timed_searches(index, queries, mode: str, k: int = 10) -> tuple[dict, list[l
             "mean_ms": float(ms.mean()), "queries": len(queries)}, results
 
 
+def prepare(args: argparse.Namespace) -> tuple[list, list, list[str], list[str], dict]:
+    """What a retrieval bench starts from (also ``vector_backends.py``): the ClapNQ gold passages and
+    questions, the first ``args.queries`` questions, the QMSum utterances, and the result's header
+    (machine, load at start, time)."""
+    if not (args.data / "rag_qa").is_dir():
+        sys.exit(f"data folder {args.data} not found (expected ../shared/data); pass --data")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    passages, questions = clapnq(args.data)
+    result: dict = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                                "python": platform.python_version()},
+                    "loadavg_start": os.getloadavg(), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return passages, questions, [q for q, _ in questions][:args.queries], qmsum_utterances(args.data), result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -122,22 +150,12 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "retrieval.json")
     args = parser.parse_args()
-    if not (args.data / "rag_qa").is_dir():
-        sys.exit(f"data folder {args.data} not found (expected ../shared/data); pass --data")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    passages, questions, queries, utterances, result = prepare(args)
     from agentstack.config import load_settings
     from agentstack.embeddings.sentence_transformers import SentenceTransformerEmbedder
     from agentstack.index.manager import IndexManager
     from agentstack.index.spec import IndexSpec
 
-    passages, questions = clapnq(args.data)
-    queries = [q for q, _ in questions][:args.queries]
-    utterances = [f"{t['speaker']}: {t['content']}" for line in
-                  (args.data / "summarization_translation/qmsum/qmsum_test.jsonl").open()
-                  for t in json.loads(line)["meeting_transcripts"] if len(t["content"]) > 40]
-    result: dict = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                                "python": platform.python_version()},
-                    "loadavg_start": os.getloadavg(), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="agentstack-bench-") as tmp:
         settings = load_settings(data_dir=Path(tmp) / "data")

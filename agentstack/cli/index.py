@@ -1,4 +1,4 @@
-"""`agentstack index ...`: create, add, search, list, show, docs, delete, stats, rebuild, verify.
+"""`agentstack index ...`: create, add, search, list, show, docs, delete, stats, rebuild, verify, copy, drop.
 
 Thin: parse, call :class:`agentstack.index.manager.IndexManager` on the local data directory,
 print (rich for people, ``--json`` for scripts). Safe while a server runs on the same data: writes
@@ -195,7 +195,7 @@ def list_(as_json: bool = JsonOpt) -> None:
             table.add_row(r["name"], "-", "-", "-", "-", "-", f"[red]{r['error']}[/red]")
         else:
             table.add_row(r["name"], str(r["documents"]), str(r["chunks"]), f"{r['embedder']} ({r['dim']})",
-                          r["vectors"], str(r["generation"]), r["description"])
+                          f"{r['vectors']} ({r['backend']})", str(r["generation"]), r["description"])
     _console().print(table)
 
 
@@ -204,7 +204,7 @@ def show(name: str = typer.Argument(...), as_json: bool = JsonOpt) -> None:
     """Show an index's manifest and spec."""
     with _errors(as_json):
         index = _manager().open(name)
-        data = {"manifest": index.manifest(), "spec": index.store.spec(), "path": str(index.store.path)}
+        data = {"manifest": index.manifest(), "spec": index.store.spec(), "backend": index.backend, "location": index.store.location()}
     if as_json:
         _emit(data)
     else:
@@ -286,3 +286,88 @@ def verify(name: str = typer.Argument(...),
             console.print(f"  [yellow]note[/yellow]: {n}", soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@index_app.command("copy")
+def copy(names: list[str] = typer.Argument(None, help="Indexes to copy (default with --all: every one)."),
+         to: str = typer.Option(..., "--to", help="faiss | pgvector (the database of database.url) | a "
+                                "postgresql:// URL."),
+         from_: str = typer.Option(None, "--from", help="Where they are now (default: the other backend)."),
+         all_: bool = typer.Option(False, "--all", help="Copy every index of the source."),
+         as_name: str = typer.Option(None, "--as", help="Name on the target (one index only)."),
+         as_json: bool = JsonOpt) -> None:
+    """Copy indexes between backends (FAISS files <-> pgvector) without re-embedding: chunks, vectors,
+    ids, spec and ingest log move as they are, one version on the target."""
+    from agentstack.config import load_settings
+    from agentstack.errors import InvalidRequestError
+    from agentstack.index.copy import copy_index, resolve
+
+    results: list[dict[str, Any]] = []
+    with _errors(as_json):
+        settings = load_settings()
+        target = resolve(settings, to)
+        source = resolve(settings, from_ or ("faiss" if target.kind == "pgvector" else "pgvector"))
+        try:
+            if source.kind == target.kind and from_ == to:
+                raise InvalidRequestError("--from and --to name the same place", param="to",
+                                          fix="copy between faiss and pgvector, or between two databases")
+            todo = list(names or [])
+            if all_:
+                todo = todo or source.names()
+            if not todo:
+                raise InvalidRequestError("name the indexes to copy, or pass --all", param="names",
+                                          fix="agentstack index copy NAME --to pgvector")
+            if as_name and len(todo) != 1:
+                raise InvalidRequestError("--as renames one index; several were named", param="as",
+                                          fix="copy them one at a time")
+            for name in todo:
+                with _copy_progress(not as_json) as progress:
+                    results.append(copy_index(source, target, name, as_name=as_name, progress=progress))
+                if not as_json:
+                    r = results[-1]
+                    _console().print(f"[bold]{r['index']}[/bold] -> {r['to']} {r['as']}: {r['documents']} documents, "
+                                     f"{r['chunks']} chunks ({r['vectors']}), version {r['generation']}, "
+                                     f"{r['seconds']:.1f}s  [dim]{r['location']}[/dim]", soft_wrap=True)
+        finally:
+            source.close()
+            target.close()
+    if as_json:
+        _emit({"copied": results})
+
+
+@contextmanager
+def _copy_progress(enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        chunks = bar.add_task("chunks", total=None)
+
+        def on_event(event: str, **info: Any) -> None:
+            if event == "start":
+                bar.update(chunks, total=info["chunks"], description=info["index"])
+            elif event == "copied":
+                bar.update(chunks, completed=info["chunks"])
+            elif event == "indexing":
+                bar.update(chunks, description="indexing")
+
+        yield on_event
+
+
+@index_app.command("drop")
+def drop(name: str = typer.Argument(...), yes: bool = typer.Option(False, "--yes", help="Do not ask."),
+         as_json: bool = JsonOpt) -> None:
+    """Delete an index entirely (all its documents and vectors)."""
+    with _errors(as_json):
+        manager = _manager()
+        manager.open(name)
+        if not yes and not typer.confirm(f"Delete index {name!r} ({manager.backend.kind}) entirely?"):
+            raise typer.Exit(1)
+        manager.drop(name)
+    if as_json:
+        _emit({"dropped": name})
+    else:
+        _console().print(f"dropped {name}")

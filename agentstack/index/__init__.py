@@ -1,9 +1,10 @@
-"""Indexes: FAISS + SQLite stores with atomic versions; dense, BM25 and hybrid retrieval.
+"""Indexes with atomic versions and dense, full-text and hybrid retrieval, on one of two backends
+behind one protocol (``backend.py``): FAISS + SQLite files, or pgvector tables in PostgreSQL.
 
 Public API (what the server and the CLI call):
 
 * :class:`IndexManager` (``agentstack.index.manager``): list, open, create, add, add_bytes,
-  delete, rebuild, verify, drop.
+  delete, rebuild, verify, drop; :func:`agentstack.index.copy.copy_index` between backends.
 * :class:`Index` (``manager.open(name)``): ``search``, ``documents``, ``document``, ``stats``,
   ``verify``, ``as_retriever`` (a LangChain ``BaseRetriever``).
 * :func:`ensure_demo_index`: builds the ``demo`` index from the shipped docs if it is missing.

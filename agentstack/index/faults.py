@@ -22,9 +22,14 @@ POINTS: dict[str, str] = {
     "faiss_written": "write",         # FAISS file renamed into place, manifest still old
     "manifest_write": "commit",       # writing the manifest (the publish step)
     "published": "commit",            # manifest renamed: the new version is visible
-    "cleanup": "cleanup",             # removing old FAISS files
+    "cleanup": "cleanup",             # removing old FAISS files (pgvector: an old epoch's tables)
+    # the pgvector backend (one transaction is the whole publish)
+    "pg_write": "write",              # inside the transaction, rows being copied in
+    "pg_commit": "commit",            # catalog row updated, just before COMMIT
+    "pg_committed": "commit",         # after COMMIT: the new version is visible
 }
 
 _points = FaultPoints(POINTS)
 set_hook = _points.set_hook
+raising = _points.raising
 point = _points.point

@@ -1,4 +1,4 @@
-"""All indexes of one data directory: list, open, create, add, delete, rebuild, verify.
+"""All indexes of one deployment: list, open, create, add, delete, rebuild, verify, drop.
 
 This is the Python API the CLI and the HTTP routes call; both are thin over it::
 
@@ -7,7 +7,8 @@ This is the Python API the CLI and the HTTP routes call; both are thin over it::
     hits = manager.open("notes").search("backup policy", k=5, mode="hybrid")
 
 Each write takes the index's lock, runs the pipeline (load → scrub → chunk → embed → store) and
-publishes versions as it goes. Embedders and scrubbers are built once per configuration and
+publishes versions as it goes. Where indexes live is the backend's business (``backend.py``:
+FAISS + SQLite folders, or pgvector tables chosen by ``index.backend``). Embedders and scrubbers are built once per configuration and
 shared. An index records the configuration it was built with (embedder id and dimension,
 chunking, vector kind, PII settings); additions use that configuration, and an index whose
 embedder differs from the one configured now is refused until ``rebuild``.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -33,9 +33,10 @@ from agentstack.errors import (
     NotFoundError,
 )
 from agentstack.index import faults
+from agentstack.index.backend import IndexBackend, build_backend
 from agentstack.index.reader import Index
 from agentstack.index.spec import IndexSpec, PiiSpec, check_name, find_spec, load_spec, parse_spec
-from agentstack.index.store import MANIFEST, IndexStore, check_embedder
+from agentstack.index.store import check_embedder
 from agentstack.ingest.chunking import Chunker, ChunkingConfig
 from agentstack.ingest.documents import Document, LoadFailure
 from agentstack.ingest.loaders import file_of, load_bytes, load_file, source_files
@@ -52,13 +53,15 @@ UPLOAD_PREFIX = "upload:"
 
 
 class IndexManager:
-    """Indexes under ``settings.indexes_path``. ``embedder`` is the one configured in settings,
-    or a zero-argument function returning it (the server shares its own, loaded on first use);
-    ``scrubber_factory`` replaces the Presidio scrubber."""
+    """The indexes of ``backend`` (default: the one ``index.backend`` selects). ``embedder`` is
+    the one configured in settings, or a zero-argument function returning it (the server shares its
+    own, loaded on first use); ``scrubber_factory`` replaces the Presidio scrubber."""
 
     def __init__(self, settings: Settings, *, embedder: Embedder | Callable[[], Embedder] | None = None,
-                 scrubber_factory: ScrubberFactory | None = None, lock_timeout: float = 30.0):
+                 scrubber_factory: ScrubberFactory | None = None, lock_timeout: float = 30.0,
+                 backend: IndexBackend | None = None):
         self.settings = settings
+        self.backend = backend if backend is not None else build_backend(settings)
         self.root = settings.indexes_path
         self.lock_timeout = lock_timeout
         self._embedders: dict[str, Any] = {}  # model key -> Embedder, or a factory until first use
@@ -117,21 +120,24 @@ class IndexManager:
 
     # -- listing and opening --------------------------------------------------------------------
     def names(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())
+        return self.backend.names()
 
     def exists(self, name: str) -> bool:
-        return (self.root / check_name(name) / MANIFEST).is_file()
+        return self.backend.exists(check_name(name))
+
+    def forget(self, name: str) -> None:
+        """Drop the cached :class:`Index` of ``name`` (an index notice from another replica)."""
+        with self._lock:
+            self._indexes.pop(name, None)
 
     def open(self, name: str) -> Index:
         """The :class:`Index` (read side) named ``name``; raises NotFoundError if there is none."""
         check_name(name)
         with self._lock:
             index = self._indexes.get(name)
-            if index is not None and (index.store.path / MANIFEST).is_file():
+            if index is not None and index.store.alive():
                 return index
-        store = IndexStore(self.root / name)
+        store = self.backend.open(name)
         model = store.manifest()["embedder"].get("model")
         index = Index(store, lambda: self.embedder_for(model))
         with self._lock:
@@ -147,7 +153,8 @@ class IndexManager:
             except (NotFoundError, ConflictError) as exc:
                 out.append({"name": name, "error": str(exc)})
                 continue
-            out.append({"name": name, "description": index.store.spec().get("description", ""),
+            out.append({"name": name, "backend": index.backend,
+                        "description": index.store.spec().get("description", ""),
                         "documents": m["counts"]["documents"], "chunks": m["counts"]["chunks"],
                         "embedder": m["embedder"]["id"], "dim": m["embedder"]["dim"], "vectors": m["vectors"]["kind"],
                         "generation": m["generation"], "updated_at": m["updated_at"]})
@@ -189,11 +196,11 @@ class IndexManager:
         scrubber = self.scrubber_for(spec.pii, Path(spec.base_dir) if spec.base_dir else None)
         config = self._config(spec, embedder, scrubber)
         self._chunker(config, embedder)  # validate before anything is created
-        IndexStore.create(self.root, name, spec=spec.model_dump(), config=config)
+        self.backend.create(name, spec=spec.model_dump(), config=config)
         return self.add(name, progress=progress)
 
     def _stored_spec(self, index: Index) -> IndexSpec:
-        return parse_spec(index.store.spec(), where=f"{index.store.path}/spec.json", base_dir=None)
+        return parse_spec(index.store.spec(), where=f"the stored spec of {index.store.location()}", base_dir=None)
 
     def _items(self, sources: Iterable[Source], max_bytes: int, progress: Progress | None
                ) -> Iterator[Document | LoadFailure]:
@@ -338,9 +345,7 @@ class IndexManager:
                     progress("document", source=row["source"], status="prepared", chunks=len(prepared.chunks))
             pipeline.embed(docs)
             if spec_path:
-                from agentstack.storage.files import atomic_write_json
-
-                atomic_write_json(index.store.path / "spec.json", spec.model_dump())
+                index.store.set_spec(spec.model_dump())
             report.generation = writer.commit(docs, replace_all=True, config=config, report={
                 "kind": "rebuild", "updated": len(docs), "chunks": sum(len(d.chunks) for d in docs),
                 "scrub": {d.doc_id: d.scrub_counts for d in docs if d.scrub_counts},
@@ -357,9 +362,7 @@ class IndexManager:
             config = {**writer.config(), "vectors": spec.vectors.model_dump()}
             gen = writer.commit(config=config, report={"kind": "rebuild-vectors"})
             notes = list(writer.notes)
-        from agentstack.storage.files import atomic_write_json
-
-        atomic_write_json(index.store.path / "spec.json", {**index.store.spec(), "vectors": spec.vectors.model_dump()})
+        index.store.set_spec({**index.store.spec(), "vectors": spec.vectors.model_dump()})
         return IngestReport(index=index.name, generation=gen, notes=notes)
 
     def verify(self, name: str, *, repair: bool = False) -> Any:
@@ -374,15 +377,19 @@ class IndexManager:
         return report
 
     def drop(self, name: str) -> None:
-        """Remove index ``name`` entirely (renamed away first, so readers never see half of it)."""
+        """Remove index ``name`` entirely (readers never see half of it)."""
         index = self.open(name)
-        with index.store.writer(self.lock_timeout):
-            trash = self.root / f".tmp-drop-{name}-{os.getpid()}"
-            os.rename(index.store.path, trash)
+        self.backend.drop(name, self.lock_timeout)
         index.store.close()
-        shutil.rmtree(trash, ignore_errors=True)
         with self._lock:
             self._indexes.pop(name, None)
+
+    def close(self) -> None:
+        with self._lock:
+            for index in self._indexes.values():
+                index.store.close()
+            self._indexes.clear()
+        self.backend.close()
 
 
 def ensure_demo_index(settings: Settings, *, embedder: Embedder | None = None,

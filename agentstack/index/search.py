@@ -4,7 +4,8 @@
 * ``bm25``: SQLite FTS5 (``porter unicode61`` tokens over chunk text and headings); the score is
   FTS5's BM25, sign flipped so higher is better. The query's words are OR-ed, without a short list
   of English stop words (kept if nothing else is left).
-* ``hybrid``: reciprocal rank fusion of both candidate lists, ``sum 1 / (60 + rank)``.
+* ``hybrid``: reciprocal rank fusion of both candidate lists, ``sum 1 / (60 + rank)`` (:func:`run`,
+  shared with the pgvector backend).
 
 Filters restrict results by document: ``doc_id``, ``source``, ``format``, ``title`` or any metadata
 key, each an exact value or a list of allowed values. ``min_score`` drops hits scoring below it
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -104,10 +106,15 @@ def filter_sql(filters: dict[str, Any] | None) -> tuple[str, list[Any]]:
     return " AND " + " AND ".join(parts), params
 
 
-def fts_query(text: str) -> str | None:
+def query_words(text: str) -> list[str]:
+    """The words a full-text query ORs: lower-cased, de-duplicated, without common English stop
+    words (kept if nothing else is left), at most 64."""
     words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))
-    kept = [w for w in words if w not in _STOP] or words
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in kept[:64]) or None
+    return ([w for w in words if w not in _STOP] or words)[:64]
+
+
+def fts_query(text: str) -> str | None:
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in query_words(text)) or None
 
 
 class Searcher:
@@ -137,8 +144,16 @@ class Searcher:
         query = self.embedder.encode([text])
         if allowed is not None and vectors.kind != "flat" and len(allowed) <= EXACT_FILTER_LIMIT:
             return self._exact(query[0], n, allowed)  # ANN with a narrow filter misses; exact is cheap here
-        scores, ids = vectors.search(query, n, allowed)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        want, widen = min(n, vectors.ntotal if allowed is None else len(allowed)), 1
+        while True:  # a filter rejecting most of the walk's finds: widen the walk until n pass
+            scores, ids = vectors.search(query, n, allowed, widen=widen)
+            found = sorted(((int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0),
+                           key=lambda r: (-r[1], r[0]))  # ties in id order, as on every backend
+            if len(found) >= want or allowed is None or vectors.kind == "flat":
+                return found
+            if widen >= 16:  # the allowed rows sit where the walk does not go (another cluster): exact
+                return self._exact(query[0], n, allowed)
+            widen *= 4
 
     def _exact(self, query: np.ndarray, n: int, allowed: np.ndarray) -> list[tuple[int, float]]:
         marks = ",".join("?" * len(allowed))
@@ -180,42 +195,11 @@ class Searcher:
                                  (expr, cap)).fetchone()[0]
 
     def search(self, query: Query) -> list[SearchHit]:
-        k = query.k
         allowed = self.allowed_ids(query.filters) if query.mode != "bm25" else None
-        per_mode: dict[str, dict[int, float]] = {}
-        if query.mode == "dense":
-            ranked = self.dense(query.text, k, allowed)
-            per_mode["dense"] = dict(ranked)
-        elif query.mode == "bm25":
-            ranked = self.bm25(query.text, k, query.filters)
-            per_mode["bm25"] = dict(ranked)
-        else:
-            depth = max(50, 4 * k)
-            dense = self.dense(query.text, depth, allowed)
-            sparse = self.bm25(query.text, depth, query.filters)
-            per_mode = {"dense": dict(dense), "bm25": dict(sparse)}
-            fused: dict[int, float] = {}
-            for ranking in (dense, sparse):
-                for rank, (cid, _) in enumerate(ranking, start=1):
-                    fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
-            ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
-        if query.min_score is not None:
-            ranked = [(cid, s) for cid, s in ranked if s >= query.min_score]
-        ranked = ranked[:k]
-        rows = self.rows([cid for cid, _ in ranked])
-        hits = []
-        for cid, score in ranked:
-            row = rows.get(cid)
-            if row is None:  # retired after this snapshot was taken and already purged
-                continue
-            hits.append(SearchHit(
-                chunk_id=cid, doc_id=row["doc_id"], source=row["source"], title=row["title"], text=row["text"],
-                score=round(score, 6), ordinal=row["ordinal"], start=row["start"], end=row["end"],
-                heading_path=json.loads(row["heading"]), metadata=json.loads(row["metadata"]),
-                scores={m: round(v[cid], 6) for m, v in per_mode.items() if cid in v}))
-        return hits
+        return run(query, lambda n: self.dense(query.text, n, allowed), lambda n: self.bm25(query.text, n, query.filters),
+                   self.rows)
 
-    def rows(self, ids: list[int]) -> dict[int, Any]:
+    def rows(self, ids: list[int]) -> dict[int, dict[str, Any]]:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
@@ -223,4 +207,44 @@ class Searcher:
             f'SELECT c.id, c.ordinal, c.start, c."end", c.heading, c.text, d.doc_id, d.source, d.title, d.metadata '
             f"FROM chunks c JOIN documents d ON d.row_id = c.doc_row WHERE c.id IN ({marks}) AND {live('c', '?')}",
             [*ids, self.g, self.g]).fetchall()
-        return {r["id"]: r for r in rows}
+        return {r["id"]: {**dict(r), "heading": json.loads(r["heading"]), "metadata": json.loads(r["metadata"])}
+                for r in rows}
+
+
+def run(query: Query, dense: Callable[[int], list[tuple[int, float]]], bm25: Callable[[int], list[tuple[int, float]]],
+        rows: Callable[[list[int]], dict[int, dict[str, Any]]]) -> list[SearchHit]:
+    """One query over any backend: ``dense(n)`` and ``bm25(n)`` give each mode's top ``n`` as
+    (chunk id, score); hybrid fuses the top max(50, 4k) of both (RRF); ``rows(ids)`` gives the
+    hits' chunk and document fields (heading as a list, metadata as a dict)."""
+    k = query.k
+    per_mode: dict[str, dict[int, float]] = {}
+    if query.mode == "dense":
+        ranked = dense(k)
+        per_mode["dense"] = dict(ranked)
+    elif query.mode == "bm25":
+        ranked = bm25(k)
+        per_mode["bm25"] = dict(ranked)
+    else:
+        depth = max(50, 4 * k)
+        dense_ranked, sparse = dense(depth), bm25(depth)
+        per_mode = {"dense": dict(dense_ranked), "bm25": dict(sparse)}
+        fused: dict[int, float] = {}
+        for ranking in (dense_ranked, sparse):
+            for rank, (cid, _) in enumerate(ranking, start=1):
+                fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
+        ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+    if query.min_score is not None:
+        ranked = [(cid, s) for cid, s in ranked if s >= query.min_score]
+    ranked = ranked[:k]
+    found = rows([cid for cid, _ in ranked])
+    hits = []
+    for cid, score in ranked:
+        row = found.get(cid)
+        if row is None:  # retired after this snapshot was taken and already purged
+            continue
+        hits.append(SearchHit(
+            chunk_id=cid, doc_id=row["doc_id"], source=row["source"], title=row["title"], text=row["text"],
+            score=round(score, 6), ordinal=row["ordinal"], start=row["start"], end=row["end"],
+            heading_path=list(row["heading"]), metadata=dict(row["metadata"]),
+            scores={m: round(v[cid], 6) for m, v in per_mode.items() if cid in v}))
+    return hits

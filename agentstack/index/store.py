@@ -128,8 +128,11 @@ class Snapshot:
     vectors: VectorIndex
 
 
-class IndexStore:
-    """An index folder: read access for anyone, writes through :meth:`writer`."""
+class LocalStore:
+    """An index folder: read access for anyone, writes through :meth:`writer` (the ``faiss``
+    implementation of :class:`agentstack.index.backend.IndexStore`)."""
+
+    backend = "faiss"
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -145,7 +148,7 @@ class IndexStore:
 
     # -- creation -------------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: Path, name: str, *, spec: dict[str, Any], config: dict[str, Any]) -> IndexStore:
+    def create(cls, root: Path, name: str, *, spec: dict[str, Any], config: dict[str, Any]) -> LocalStore:
         """Create the folder atomically (built under a temporary name, then renamed)."""
         root = Path(root)
         final = root / name
@@ -165,7 +168,7 @@ class IndexStore:
                                  (time.time(), json.dumps(config, sort_keys=True)))
             finally:
                 conn.close()
-            empty = VectorIndex.empty(int(config["embedder"]["dim"]), _vector_spec(config))
+            empty = VectorIndex.empty(int(config["embedder"]["dim"]), vector_spec(config))
             atomic_write_bytes(tmp / VECTORS / _faiss_name(0), empty.serialize())
             atomic_write_json(tmp / MANIFEST, _manifest(name, 0, config, empty, {"documents": 0, "chunks": 0},
                                                         created_at=time.time()))
@@ -199,6 +202,52 @@ class IndexStore:
 
     def spec(self) -> dict[str, Any]:
         return read_json(self.path / SPEC, {}) or {}
+
+    def set_spec(self, spec: dict[str, Any]) -> None:
+        atomic_write_json(self.path / SPEC, spec)
+
+    def alive(self) -> bool:
+        return (self.path / MANIFEST).is_file()
+
+    def location(self) -> str:
+        return str(self.path)
+
+    # -- the reads of the index protocol (local_read.py) ------------------------------------------
+    def search(self, query: Any, embedder: Any | None) -> list[Any]:
+        from agentstack.index import local_read
+
+        return local_read.search(self, query, embedder)
+
+    def documents(self, *, offset: int = 0, limit: int = 100, source_prefix: str | None = None
+                  ) -> tuple[list[dict[str, Any]], int]:
+        from agentstack.index import local_read
+
+        return local_read.documents(self, offset=offset, limit=limit, source_prefix=source_prefix)
+
+    def document(self, doc_id: str, *, with_text: bool = False) -> dict[str, Any] | None:
+        from agentstack.index import local_read
+
+        return local_read.document(self, doc_id, with_text=with_text)
+
+    def chunk(self, chunk_id: int) -> dict[str, Any] | None:
+        from agentstack.index import local_read
+
+        return local_read.chunk(self, chunk_id)
+
+    def stats(self) -> dict[str, Any]:
+        from agentstack.index import local_read
+
+        return local_read.stats(self)
+
+    def export(self) -> Any:
+        from agentstack.index import local_read
+
+        return local_read.export(self)
+
+    def verify(self) -> Any:
+        from agentstack.index.verify import verify
+
+        return verify(self)
 
     @property
     def db(self) -> Database:
@@ -242,7 +291,7 @@ class IndexStore:
 
     # -- writing --------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def writer(self, timeout: float = 30.0) -> Iterator[IndexWriter]:
+    def writer(self, timeout: float = 30.0) -> Iterator[LocalWriter]:
         """Hold the write lock (waiting up to ``timeout`` s), recover, and yield the writer."""
         from filelock import FileLock, Timeout
 
@@ -254,7 +303,7 @@ class IndexStore:
                                 fix="wait for that ingest to finish and run the command again") from None
         writer = None
         try:
-            writer = IndexWriter(self)
+            writer = LocalWriter(self)
             writer.recover()
             yield writer
         finally:
@@ -272,7 +321,7 @@ def _faiss_name(gen: int) -> str:
     return f"{gen:010d}.faiss"
 
 
-def _vector_spec(config: dict[str, Any]) -> Any:
+def vector_spec(config: dict[str, Any]) -> Any:
     from agentstack.index.spec import VectorSpec
 
     return VectorSpec.model_validate(config["vectors"])
@@ -288,6 +337,18 @@ def _manifest(name: str, gen: int, config: dict[str, Any], vectors: VectorIndex,
             "counts": counts, "created_at": created_at, "updated_at": time.time(), "agentstack_version": __version__}
 
 
+def _count(value: Any) -> int:
+    """An ingest log count: a number, or the list of document ids it counts."""
+    return len(value) if isinstance(value, (list, tuple)) else int(value)
+
+
+def scrub_map(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        out.setdefault(r["doc_id"], {})[r["entity"]] = int(r["count"])
+    return out
+
+
 def _vectors_of(rows: Sequence[Any], dim: int) -> tuple[np.ndarray, np.ndarray]:
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     if not rows:
@@ -295,10 +356,10 @@ def _vectors_of(rows: Sequence[Any], dim: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
 
 
-class IndexWriter:
-    """Write access to one index; only :meth:`IndexStore.writer` makes one (with the lock held)."""
+class LocalWriter:
+    """Write access to one index; only :meth:`LocalStore.writer` makes one (with the lock held)."""
 
-    def __init__(self, store: IndexStore):
+    def __init__(self, store: LocalStore):
         self.store = store
         self.conn = connect(store.path / DB, synchronous="FULL")
         migrate(self.conn, MIGRATIONS)
@@ -408,6 +469,44 @@ class IndexWriter:
         self._publish(s)
         return s
 
+    def load(self, export: Any, progress: Any = None) -> int:
+        """Fill this new, empty index with ``export`` (another index's content, chunk ids kept) as
+        one generation: one SQLite transaction, then one publish."""
+        if self._sqlite_generation() > self.generation:
+            self._publish(self._sqlite_generation())
+        if self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0]:
+            raise ConflictError(f"index {self.store.name!r} is not empty", fix="copy into a new index")
+        s, now = self.generation + 1, time.time()
+        dim, docs, chunks = int(export.config["embedder"]["dim"]), 0, 0
+        with transaction(self.conn):
+            self.conn.execute("INSERT INTO generations (gen, created_at, config) VALUES (?, ?, ?)",
+                              (s, now, json.dumps(export.config, sort_keys=True)))
+            for doc in export.documents:
+                faults.point("sqlite_write")
+                r = doc.row
+                row = self.conn.execute(
+                    "INSERT INTO documents (doc_id, source, title, format, metadata, fingerprint, content_hash, text,"
+                    " n_chunks, ingested_at, added_gen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (r["doc_id"], r["source"], r["title"], r["format"], json.dumps(r["metadata"], default=str),
+                     r["fingerprint"], r["content_hash"], r["text"], r["n_chunks"], r["ingested_at"], s)).lastrowid
+                vectors = np.ascontiguousarray(doc.vectors, dtype=np.float32).reshape(len(doc.chunks), dim)
+                self.conn.executemany(
+                    'INSERT INTO chunks (id, doc_row, ordinal, start, "end", heading, tokens, text, vector, added_gen)'
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(c["id"], row, c["ordinal"], c["start"], c["end"], json.dumps(list(c["heading_path"])),
+                      c["tokens"], c["text"], vectors[i].tobytes(), s) for i, c in enumerate(doc.chunks)])
+                docs, chunks = docs + 1, chunks + len(doc.chunks)
+                if progress:
+                    progress("copied", documents=docs, chunks=chunks)
+            for entry in export.ingests:
+                self._log(s, {**entry, "failures": entry.get("failures", []),
+                              "scrub": scrub_map(entry.get("scrub", []))}, float(entry.get("at", now)))
+            self._log(s, {"kind": "copy", "added": docs, "chunks": chunks}, now)
+            faults.point("sqlite_commit")
+        faults.point("sqlite_committed")
+        self._publish(s)
+        return s
+
     def _retire(self, doc_id: str, gen: int) -> None:
         row = self.conn.execute("SELECT row_id FROM documents WHERE doc_id = ? AND removed_gen IS NULL",
                                 (doc_id,)).fetchone()
@@ -417,12 +516,13 @@ class IndexWriter:
                               (gen, row[0]))
 
     def _log(self, gen: int, report: dict[str, Any], now: float) -> None:
+        failures = report.get("failures", [])
         ingest_id = self.conn.execute(
             "INSERT INTO ingests (gen, kind, at, added, updated, unchanged, deleted, failed, chunks, failures) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (gen, report.get("kind", "ingest"), now, report.get("added", 0), report.get("updated", 0),
-             report.get("unchanged", 0), report.get("deleted", 0), len(report.get("failures", [])),
-             report.get("chunks", 0), json.dumps(report.get("failures", [])))).lastrowid
+            (gen, report.get("kind", "ingest"), now, _count(report.get("added", 0)), _count(report.get("updated", 0)),
+             _count(report.get("unchanged", 0)), _count(report.get("deleted", 0)),
+             report.get("failed", len(failures)), report.get("chunks", 0), json.dumps(failures))).lastrowid
         self.conn.executemany(
             "INSERT INTO scrub_counts (ingest_id, doc_id, entity, count) VALUES (?, ?, ?, ?)",
             [(ingest_id, doc_id, entity, n) for doc_id, counts in report.get("scrub", {}).items()
@@ -469,7 +569,7 @@ class IndexWriter:
         """The published FAISS index brought to generation ``s``, from SQLite."""
         m = self.generation
         dim = int(config["embedder"]["dim"])
-        spec = _vector_spec(config)
+        spec = vector_spec(config)
         if self._vectors is None and m == s - 1:
             self._vectors = self._load_published()
         vectors = self._vectors
@@ -508,3 +608,7 @@ class IndexWriter:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.conn.close()
+
+
+IndexStore = LocalStore  # the names of earlier releases
+IndexWriter = LocalWriter

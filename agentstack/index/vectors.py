@@ -153,9 +153,11 @@ class VectorIndex:
         return int(_on_worker(self.index.remove_ids, selector, threads=_CORES))
 
     # -- search ---------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, *,
+               widen: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids) of the ``k`` nearest per query; ids -1 pad missing results. ``allowed``
-        restricts the search to those ids (a metadata filter)."""
+        restricts the search to those ids (a metadata filter); ``widen`` multiplies the ANN beam
+        (HNSW efSearch, IVF nprobe), for a filter that rejected most of what the walk found."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         k = max(1, min(k, self.ntotal or 1))
         threads = 1 if len(queries) < 16 else _CORES
@@ -164,10 +166,11 @@ class VectorIndex:
         faiss = _faiss()
         selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
         if self.kind == "ivf":
-            params = faiss.SearchParametersIVF(sel=selector, nprobe=int(self.params.get("nprobe", 16)))
+            nlist = int(self.params.get("nlist", 1))
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=min(nlist, widen * int(self.params.get("nprobe", 16))))
         elif self.kind == "hnsw":
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(int(self.params.get("ef_search", 64)),
-                                                                           2 * k))
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=widen * max(int(self.params.get("ef_search", 64)),
+                                                                                   2 * k))
         else:
             params = faiss.SearchParameters(sel=selector)
 

@@ -39,7 +39,7 @@ class VerifyReport:
                 "checked": self.checked}
 
 
-def _sample(ids: Any) -> str:
+def sample(ids: Any) -> str:
     ids = sorted(int(i) for i in ids)
     return ", ".join(map(str, ids[:_SAMPLE])) + (" …" if len(ids) > _SAMPLE else "")
 
@@ -129,13 +129,13 @@ def _check_rows(conn: sqlite3.Connection, g: int, dim: int, report: VerifyReport
         elif abs(float(np.linalg.norm(np.frombuffer(row["vector"], dtype=np.float32))) - 1.0) > 1e-3:
             bad_vectors.append(row["id"])
     if orphans:
-        issue(f"{len(orphans)} live chunk(s) belong to no live document (ids {_sample(orphans)})")
+        issue(f"{len(orphans)} live chunk(s) belong to no live document (ids {sample(orphans)})")
     if bad_offsets:
         issue(f"{len(bad_offsets)} chunk(s) whose text is not the document text at their offsets "
-              f"(ids {_sample(bad_offsets)})")
+              f"(ids {sample(bad_offsets)})")
     if bad_vectors:
         issue(f"{len(bad_vectors)} chunk(s) whose stored vector is not a unit {dim}-dimensional vector "
-              f"(ids {_sample(bad_vectors)})")
+              f"(ids {sample(bad_vectors)})")
     for row_id, ordinals in per_doc.items():
         doc = docs[row_id]
         if sorted(ordinals) != list(range(len(ordinals))):
@@ -162,9 +162,9 @@ def _check_vectors(store: IndexStore, manifest: dict[str, Any], conn: sqlite3.Co
         issue(f"FAISS holds {len(ids) - len(unique)} duplicate id(s)")
     missing, extra = live_ids - unique, unique - live_ids
     if missing:
-        issue(f"{len(missing)} live chunk(s) have no vector in FAISS (ids {_sample(missing)})")
+        issue(f"{len(missing)} live chunk(s) have no vector in FAISS (ids {sample(missing)})")
     if extra:
-        issue(f"FAISS holds {len(extra)} id(s) that are not live chunks (ids {_sample(extra)})")
+        issue(f"FAISS holds {len(extra)} id(s) that are not live chunks (ids {sample(extra)})")
     if vectors.kind in ("flat", "hnsw") and len(ids):
         import faiss
 
@@ -176,7 +176,7 @@ def _check_vectors(store: IndexStore, manifest: dict[str, Any], conn: sqlite3.Co
         differ = [int(ids[p]) for p in positions if int(ids[p]) in stored and not np.allclose(
             inner.reconstruct(int(p)), np.frombuffer(stored[int(ids[p])], dtype=np.float32), atol=1e-5)]
         if differ:
-            issue(f"{len(differ)} FAISS vector(s) differ from the stored ones (ids {_sample(differ)})")
+            issue(f"{len(differ)} FAISS vector(s) differ from the stored ones (ids {sample(differ)})")
     orphans = [p.name for p in (store.path / VECTORS).iterdir()
                if (m := re.match(r"^(\d{10})\.faiss$", p.name)) and int(m.group(1)) > manifest["generation"]]
     if orphans:

@@ -14,6 +14,9 @@ JSON is stored as text (the ``*_json`` columns), so both backends hold identical
 * replicas                        the API processes sharing this database, with a heartbeat each
 * leases                          named locks with an expiry (one replica runs the job monitor)
 * state_imports                   which file-based state (active.json, ...) was carried over
+* vector_indexes, vector_index_*  the pgvector index backend's catalog: each index's published generation,
+                                  manifest and spec, its generations' configuration, its ingest log
+                                  (``index/pgvector/``; each index's rows are in tables of its own)
 """
 
 from __future__ import annotations
@@ -190,4 +193,52 @@ state_imports = sa.Table(
     sa.Column("name", sa.Text, primary_key=True),
     sa.Column("at", Time, nullable=False),
     sa.Column("detail_json", sa.Text),
+)
+
+vector_indexes = sa.Table(
+    "vector_indexes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("manifest_json", sa.Text, nullable=False),
+    sa.Column("spec_json", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+vector_index_generations = sa.Table(
+    "vector_index_generations", metadata,
+    sa.Column("index_id", sa.Integer, sa.ForeignKey("vector_indexes.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("gen", sa.Integer, primary_key=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("config_json", sa.Text, nullable=False),
+)
+
+vector_index_ingests = sa.Table(
+    "vector_index_ingests", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("index_id", sa.Integer, sa.ForeignKey("vector_indexes.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("gen", sa.Integer, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("added", sa.Integer, nullable=False),
+    sa.Column("updated", sa.Integer, nullable=False),
+    sa.Column("unchanged", sa.Integer, nullable=False),
+    sa.Column("deleted", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
+    sa.Column("chunks", sa.Integer, nullable=False),
+    sa.Column("failures_json", sa.Text, nullable=False),
+    sa.Index("vector_index_ingests_index", "index_id", "gen"),
+    sqlite_autoincrement=True,
+)
+
+vector_index_scrub_counts = sa.Table(
+    "vector_index_scrub_counts", metadata,
+    sa.Column("ingest_id", sa.Integer, sa.ForeignKey("vector_index_ingests.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("doc_id", sa.Text, primary_key=True),
+    sa.Column("entity", sa.Text, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
 )

@@ -117,16 +117,8 @@ def _docs(run: int) -> list[tuple[str, bytes]]:
 
 @pytest.mark.parametrize("point", ["sqlite_write", "sqlite_committed", "faiss_write", "manifest_write"])
 def test_exceptions_at_named_points_leave_the_index_usable(manager, point):
-    def hook(p: str) -> None:
-        if p == point:
-            raise OSError(28, "No space left on device (injected)")
-
-    faults.set_hook(hook)
-    try:
-        with pytest.raises(OSError):
-            manager.add_bytes(NAME, _docs(0))
-    finally:
-        faults.set_hook(None)
+    with faults.raising(point), pytest.raises(OSError):
+        manager.add_bytes(NAME, _docs(0))
     assert not manager.open(NAME).verify().issues
     report = manager.add_bytes(NAME, _docs(0))
     assert report.ok and manager.open(NAME).verify().ok
@@ -174,17 +166,8 @@ def test_readers_never_see_a_committed_but_unpublished_version(manager):
     manager.add_bytes(NAME, quiet)
     # ~60 chunks per document, so unpublished rows fill FTS5's whole first page of candidates
     loud = [(f"new{i}.txt", " ".join(["zebracorn"] * 600).encode()) for i in range(3)]
-
-    def hook(p: str) -> None:
-        if p == "faiss_write":
-            raise OSError(28, "No space left on device (injected)")
-
-    faults.set_hook(hook)
-    try:
-        with pytest.raises(OSError):
-            manager.add_bytes(NAME, loud)
-    finally:
-        faults.set_hook(None)
+    with faults.raising("faiss_write"), pytest.raises(OSError):
+        manager.add_bytes(NAME, loud)
     reader = manager.open(NAME)
     hits = reader.search("zebracorn", k=5, mode="bm25")
     assert {h.source for h in hits} == {f"upload:old{i}.txt" for i in range(3)}  # the exact fallback path

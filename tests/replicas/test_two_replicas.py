@@ -6,8 +6,8 @@ volume, and nothing else: each has its own data directory. What one replica does
 * a rate limit shared across both;
 * a promotion on A served by B within 2 s;
 * a job started through A, watched and cancelled through B;
-* an index built through A, searched through B (needs the pgvector backend: expected to fail
-  until it lands, strictly, so it cannot be forgotten);
+* an index built through A, searched through B (the pgvector backend: indexes in the shared
+  PostgreSQL), a document uploaded through A found through B and deleted through B gone on A;
 * A killed with ``kill -9`` mid-job: its worker carries on, B takes over the monitor (the lease
   lapses), and the job ends in a defined state, its promotion decided by B.
 
@@ -259,9 +259,10 @@ def test_a_job_started_through_a_is_watched_and_cancelled_through_b(fleet, tmp_p
     assert ended["status"] == "cancelled", ended
 
 
-@pytest.mark.xfail(strict=True, reason="an index shared by replicas needs the pgvector backend (issue 15 item 2): "
-                                       "FAISS files stay on A's disk")
 def test_an_index_built_through_a_is_searched_through_b(fleet, tmp_path):
+    """database.url is PostgreSQL, so indexes live in pgvector (index.backend auto): built by a CLI
+    with A's settings, uploaded to through A's API, searched and listed through B at once (every
+    read takes the published version from the database; no notice, no restart)."""
     a, b, _, _ = fleet
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -269,9 +270,23 @@ def test_an_index_built_through_a_is_searched_through_b(fleet, tmp_path):
     built = subprocess.run([sys.executable, "-m", "agentstack.cli", "index", "create", "shared", str(docs)],
                            env=a.env, capture_output=True, text=True, timeout=600, cwd=str(ROOT))
     assert built.returncode == 0, built.stderr[-2000:]
+    for mode in ("bm25", "dense", "hybrid"):
+        found = httpx.post(f"{b.url}/v1/indexes/shared/search", headers=APP, timeout=120,
+                           json={"query": "otters holding hands", "mode": mode})
+        assert found.status_code == 200 and "otters" in found.json()["data"][0]["text"], found.text
+    listed = httpx.get(f"{b.url}/v1/indexes", headers=APP, timeout=30).json()["data"]
+    assert [(r["name"], r["backend"]) for r in listed] == [("shared", "pgvector")]
+    up = httpx.post(f"{a.url}/v1/indexes/shared/documents", headers=OP, timeout=300, json={
+        "documents": [{"name": "beavers.md", "text": "# Beavers\n\nBeavers build dams across the river.\n"}]})
+    assert up.status_code == 200 and up.json()["ok"], up.text
     found = httpx.post(f"{b.url}/v1/indexes/shared/search", headers=APP, timeout=120,
-                       json={"query": "otters", "mode": "bm25"})
-    assert found.status_code == 200 and "otters" in found.text, found.text
+                       json={"query": "beavers dams", "mode": "bm25"})
+    assert found.json()["data"][0]["source"] == "upload:beavers.md", found.text
+    gone = httpx.delete(f"{b.url}/v1/indexes/shared/documents/upload:beavers.md", headers=OP, timeout=120)
+    assert gone.status_code == 200, gone.text
+    after = httpx.post(f"{a.url}/v1/indexes/shared/search", headers=APP, timeout=120,
+                       json={"query": "beavers dams", "mode": "bm25"}).json()["data"]
+    assert all(h["source"] != "upload:beavers.md" for h in after)
 
 
 def test_a_killed_mid_job_b_takes_over_the_monitor_and_the_job_ends_defined(fleet, tmp_path):

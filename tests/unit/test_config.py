@@ -77,3 +77,15 @@ def test_configuration_doc_is_current():
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
     assert doc.read_text() == markdown(), "regenerate: agentstack config --markdown > docs/configuration.md"
+
+
+def test_index_backend_follows_the_database_and_pgvector_needs_postgres():
+    from agentstack.config import load_settings
+    from agentstack.errors import ConfigError
+
+    assert load_settings().index_backend == "faiss"  # make serve: no service
+    pg = {"url": "postgresql://u:p@db:5432/agentstack"}
+    assert load_settings(database=pg).index_backend == "pgvector"
+    assert load_settings(database=pg, index={"backend": "faiss"}).index_backend == "faiss"
+    with pytest.raises(ConfigError, match="index.backend = 'pgvector' keeps indexes in PostgreSQL"):
+        load_settings(index={"backend": "pgvector"})
