@@ -6,3 +6,4 @@ from agentstack.cli import index  # noqa: F401
 from agentstack.cli import eval  # noqa: F401
 from agentstack.cli import align  # noqa: F401
 from agentstack.cli import feedback  # noqa: F401
+from agentstack.cli import vllm_cmd  # noqa: F401

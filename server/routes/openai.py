@@ -254,6 +254,13 @@ async def embeddings(body: EmbeddingRequest, user: AppUser, svc: Svc) -> dict[st
 async def load_lora_adapter(body: LoraLoadRequest, op: Operator, svc: Svc) -> PlainTextResponse:
     from pathlib import Path
 
+    # vLLM's rules: not the base model's name; a loaded name only again in place
+    if body.lora_name in (svc.router.base, svc.router.alias):
+        raise InvalidRequestError(f"The lora adapter '{body.lora_name}' conflicts with a served base model.",
+                                  param="lora_name")
+    if not body.load_inplace and body.lora_name in svc.router.versions():
+        raise InvalidRequestError(f"The lora adapter '{body.lora_name}' has already been loaded. If you want to load "
+                                  "the adapter in place, set 'load_inplace' to True.", param="lora_name")
     try:
         await svc.engine.load_adapter(body.lora_name, Path(body.lora_path))
     except AgentstackError as exc:

@@ -125,5 +125,7 @@ def _cached_grammar(key: str) -> str:
 def compile_constraint(tokenizer: Any, structured: StructuredOutput, eos_ids: frozenset[int],
                        vocab_size: int) -> Constraint:
     lltok = _lltokenizer(tokenizer)
-    key = json.dumps([structured.kind, structured.value], sort_keys=True)
+    # The key keeps the schema's key order: a JSON schema's property order is the order the
+    # object is generated in, so two schemas differing only in order are different constraints.
+    key = json.dumps([structured.kind, structured.value])
     return Constraint(lltok, _cached_grammar(key), eos_ids, vocab_size)

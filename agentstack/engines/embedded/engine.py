@@ -25,8 +25,8 @@ from agentstack.engines import toolcalls
 from agentstack.engines.base import Capabilities, ChatRequest, ChatResult, ModelInfo, StreamEvent, Usage, collect
 from agentstack.engines.messages import normalize_messages
 from agentstack.engines.params import check_limits, resolve_max_tokens
-from agentstack.errors import (AgentstackError, ConflictError, EngineUnavailableError, InvalidRequestError,
-                               ModelNotFoundError, NotFoundError)
+from agentstack.errors import (AgentstackError, EngineUnavailableError, InvalidRequestError, ModelNotFoundError,
+                               NotFoundError)
 
 log = logging.getLogger(__name__)
 
@@ -255,11 +255,12 @@ class EmbeddedEngine:
 
     # -- adapters ---------------------------------------------------------------------------------
     async def load_adapter(self, name: str, path: Path) -> None:
+        """Load (or reload in place: idempotent, like vLLM's ``load_inplace``) adapter ``name``.
+        Sequences already running keep the weights they started with."""
         self._require_ready()
-        with self._lock:
-            if name in self._versions:
-                raise ConflictError(f"a model named {name!r} is already loaded", param="lora_name",
-                                    fix="unload it first, or pick another name")
+        if name == self.base_name:
+            raise InvalidRequestError(f"the adapter name {name!r} conflicts with the base model", param="lora_name",
+                                      fix="pick another name")
         path = Path(path)
         if not (path / "adapter_config.json").is_file():
             raise NotFoundError(f"no LoRA adapter at {path} (adapter_config.json missing)", param="lora_path",
@@ -268,8 +269,6 @@ class EmbeddedEngine:
 
         module = await worker().arun(self._merge_adapter, path)
         with self._lock:
-            if name in self._versions:
-                raise ConflictError(f"a model named {name!r} was loaded concurrently", param="lora_name")
             self._versions[name] = LoadedModel(name, module, self.base_name, str(path), time.time())
         log.info("loaded adapter %s from %s", name, path)
 

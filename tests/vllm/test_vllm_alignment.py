@@ -1,0 +1,135 @@
+"""The alignment loop with vLLM serving, end to end: thumbs over HTTP → a DPO job (the trainer runs
+beside the API on the local base weights) → the gate → promotion through vLLM's
+``/v1/load_lora_adapter`` → the served answers change → rollback restores them. Then the same
+version on two vLLM replicas: loading is all-or-nothing while one replica is down, and after a
+replica restarts mid-way the alias recovers by itself within 30 s of its ``/health``, without
+restarting agentstack."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.integration.alignment_support import fast_alignment, register, seed_siblings, tiny_job, vote_all, wait_job
+from tests.vllm.vllm_support import OP, answer, front_server, served, wait_until
+from tests.vllm_fixtures import start_vllm
+
+pytestmark = pytest.mark.vllm
+PROMPTS = ["Tell me something about the number 7.", "What is a good name for a cat?", "Describe the sea."]
+
+
+def answers(url: str) -> dict[str, tuple[str, str]]:
+    """(text, model_version) of a greedy answer through the served alias, per prompt."""
+    out = {}
+    for prompt in PROMPTS:
+        body = answer(url, "agentstack", prompt, max_tokens=24)
+        out[prompt] = (body["choices"][0]["message"]["content"], body["model_version"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def replica_b(tmp_path_factory, vllm_payloads):
+    """A second vLLM, started in the background (on the other core) while the first test trains."""
+    import threading
+
+    box: dict = {}
+
+    def start() -> None:
+        try:
+            box["server"] = start_vllm(tmp_path_factory.mktemp("vllm-b"), vllm_payloads, "vllm-b",
+                                       VLLM_CPU_OMP_THREADS_BIND="1")
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the test that needs it)
+            box["error"] = exc
+
+    thread = threading.Thread(target=start, daemon=True)
+    thread.start()
+    yield box, thread
+    thread.join(900)
+    if "server" in box:
+        box["server"].stop()
+
+
+@pytest.fixture(scope="module")
+def loop(vllm_server, replica_b, tmp_path_factory):
+    """One real round on a front server whose engine is vLLM (one replica)."""
+    settings = {"alignment": fast_alignment(base_model=str(vllm_server.model_dir))}
+    with front_server(tmp_path_factory.mktemp("align-front"), vllm_server.base_url, vllm_server.served_name,
+                      **settings) as front:
+        before = answers(front.url)
+        vote_all(front.url, seed_siblings(front.app.state.services.db, 10))
+        job = tiny_job(hyperparameters={"max_steps": 4, "learning_rate": 2e-3})
+        r = httpx.post(f"{front.url}/v1/admin/alignment/jobs", headers=OP, json=job)
+        assert r.status_code == 202, r.text
+        done = wait_job(front.url, r.json()["id"], timeout=900)
+        after = answers(front.url)
+        rolled = httpx.post(f"{front.url}/v1/admin/models/rollback", headers=OP, json={}, timeout=300)
+        restored = answers(front.url)
+        adapter = front.app.state.services.settings.registry_path / "versions" / str(done["version"]) / "adapter"
+        yield {"job": done, "before": before, "after": after, "rollback": rolled, "restored": restored,
+               "adapter": adapter}
+
+
+def test_feedback_trains_gates_and_promotes_through_vllm(loop, vllm_server):
+    job = loop["job"]
+    assert job["status"] == "succeeded", (job["error"], "\n".join(job["log_tail"]))
+    assert job["gate"]["passed"] is True, job["gate"]["summary"]
+    assert job["promotion"]["status"] == "promoted", job["promotion"]
+    assert job["version"] in served(vllm_server.url)  # loaded into vLLM by name, from the registry's path
+
+
+def test_served_answers_change_and_rollback_restores_them(loop):
+    version = loop["job"]["version"]
+    before, after, restored = loop["before"], loop["after"], loop["restored"]
+    assert all(v == version for _, v in after.values())
+    assert any(after[p][0] != before[p][0] for p in PROMPTS), (before, after)  # the new version answers
+    assert loop["rollback"].status_code == 200 and loop["rollback"].json()["previous"] == version
+    assert restored == before
+
+
+def test_two_replicas_all_or_nothing_and_a_restart_mid_way(loop, vllm_server, replica_b, tmp_path):
+    box, thread = replica_b
+    thread.join(900)
+    if "error" in box:
+        raise box["error"]
+    b = box["server"]
+    a_url, b_url = vllm_server.base_url, b.base_url
+    engine = {"replica_urls": [a_url, b_url], "adapter_check_s": 2}
+    # the front's traffic goes to B (the replica that will restart); promotion must load on both
+    with front_server(tmp_path / "front2", b_url, b.served_name, engine=engine) as front:
+        name = register(front.app.state.services.settings.registry_path, loop["adapter"])
+        base = answers(front.url)
+        assert base == loop["before"]  # B serves the same weights as A
+
+        b.stop()  # one replica down: the load fails on it, and is undone on the other
+        down = httpx.post(f"{front.url}/v1/admin/models/{name}/promote", headers=OP, timeout=300)
+        assert down.status_code == 503 and "loaded nowhere" in down.json()["error"]["message"], down.text
+        assert name not in served(vllm_server.url)
+        b.start()
+        b.wait_ready()
+        up = httpx.post(f"{front.url}/v1/admin/models/{name}/promote", headers=OP, timeout=300)
+        assert up.status_code == 200, up.text  # the retry succeeds: nothing was left half-loaded
+        assert name in served(vllm_server.url) and name in served(b.url)
+        promoted = answers(front.url)
+        assert all(v == name for _, v in promoted.values()) and promoted != base
+
+        b.restart(wait=False)  # mid-way: vLLM forgets runtime-loaded adapters when it restarts
+        b.wait_ready()
+        healthy_at = time.monotonic()
+        wait_until(lambda: name in served(b.url), timeout=30)
+        recovered = wait_until(lambda: _served_by_alias(front.url, name), timeout=30)
+        assert time.monotonic() - healthy_at <= 30 and recovered == promoted
+        assert front.app.state.services.engine.stats()["adapter_reloads"] >= 1
+
+        back = httpx.post(f"{front.url}/v1/admin/models/rollback", headers=OP, json={}, timeout=300)
+        assert back.status_code == 200 and answers(front.url) == base
+
+
+def _served_by_alias(url: str, version: str):
+    r = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": OP["Authorization"]}, timeout=300,
+                   json={"model": "agentstack", "messages": [{"role": "user", "content": PROMPTS[0]}],
+                         "max_tokens": 24, "temperature": 0})
+    if r.status_code != 200 or r.json()["model_version"] != version:
+        return None
+    return answers(url)
