@@ -322,9 +322,19 @@ class OpenAIEngine:
                                           tool_calls=calls)
         except openai.APIConnectionError as exc:
             raise self._unavailable(exc) from exc
+        except openai.APIError as exc:  # an error event inside the stream (vLLM: a grammar that does not compile)
+            raise self._stream_error(exc) from exc
         finally:
             await stream.close()
         yield StreamEvent(usage=usage, model_version=version)
+
+    def _stream_error(self, exc: Any) -> AgentstackError:
+        body = exc.body if isinstance(exc.body, dict) else {}
+        code, kind = body.get("code"), str(body.get("type") or "")
+        if code in (400, "400", "invalid_request_error") or "BadRequest" in kind or "grammar" in exc.message.lower():
+            return InvalidRequestError(f"the model server refused the request: {exc.message}",
+                                       param=body.get("param") or "structured_outputs")
+        return EngineUnavailableError(f"the model server at {self.base_url} failed mid-stream: {exc.message}")
 
     def _status_error(self, exc: Any) -> AgentstackError:
         body = exc.body if isinstance(exc.body, dict) else {}

@@ -66,6 +66,8 @@ class SamplingParams(BaseModel):
             raise ValueError("top_logprobs needs logprobs=true")
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             raise ValueError(f"min_tokens ({self.min_tokens}) exceeds max_tokens ({self.max_tokens})")
+        if self.n > 1 and self.temperature == 0.0:  # identical copies; vLLM refuses them too
+            raise ValueError(f"n must be 1 when using greedy sampling (temperature=0), got n={self.n}")
         return self
 
     @property

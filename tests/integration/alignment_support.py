@@ -109,8 +109,9 @@ def wait_job(url: str, job_id: str, *, until: Any = None, timeout: float = 400) 
         time.sleep(0.3)
 
 
-def random_adapter(engine: Any, path: Path, *, seed: int = 0, scale: float = 1.0) -> Path:
-    """A real LoRA on the base model with random (non-zero) weights, multiplied by ``scale``."""
+def random_adapter(engine: Any, path: Path, *, seed: int = 0, scale: float = 1.0, **config: Any) -> Path:
+    """A real LoRA on the base model with random (non-zero) weights, multiplied by ``scale``;
+    ``config`` overrides peft ``LoraConfig`` fields (r, use_dora, modules_to_save, ...)."""
     from agentstack.compute import worker
 
     def build() -> None:
@@ -119,8 +120,9 @@ def random_adapter(engine: Any, path: Path, *, seed: int = 0, scale: float = 1.0
 
         torch.manual_seed(seed)
         base = copy.deepcopy(engine._versions[engine.base_name].module)
-        model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                                init_lora_weights=False))
+        options = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "init_lora_weights": False,
+                   **config}
+        model = get_peft_model(base, LoraConfig(**options))
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if "lora_" in name:

@@ -63,6 +63,8 @@ def test_errors_have_openai_shape_and_status(server):
     bad = post(url, "/v1/chat/completions", {"model": model, "messages": Q, "temperature": -1})
     assert bad.status_code == 400 and "temperature" in (bad.json()["error"]["message"] +
                                                         str(bad.json()["error"].get("param")))
+    greedy_n = post(url, "/v1/chat/completions", {"model": model, "messages": Q, "temperature": 0, "n": 2})
+    assert greedy_n.status_code == 400 and "n must be 1 when using greedy sampling" in greedy_n.text
 
 
 def test_loading_a_name_again_needs_load_inplace(server, adapter):

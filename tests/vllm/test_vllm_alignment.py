@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.integration.alignment_support import fast_alignment, register, seed_siblings, tiny_job, vote_all, wait_job
-from tests.vllm.vllm_support import OP, answer, front_server, served, wait_until
+from tests.vllm.vllm_support import APP, OP, answer, front_server, served, wait_until
 from tests.vllm_fixtures import start_vllm
 
 pytestmark = pytest.mark.vllm
@@ -88,46 +88,53 @@ def test_served_answers_change_and_rollback_restores_them(loop):
     assert restored == before
 
 
-def test_two_replicas_all_or_nothing_and_a_restart_mid_way(loop, vllm_server, replica_b, tmp_path):
+def test_two_replicas_all_or_nothing_and_a_restart_mid_way(loop, vllm_server, replica_b, embedded_engine, tmp_path):
+    from tests.vllm.vllm_support import lora
+
     box, thread = replica_b
     thread.join(900)
     if "error" in box:
         raise box["error"]
     b = box["server"]
-    a_url, b_url = vllm_server.base_url, b.base_url
-    engine = {"replica_urls": [a_url, b_url], "adapter_check_s": 2}
+    engine = {"replica_urls": [vllm_server.base_url, b.base_url], "adapter_check_s": 2}
     # the front's traffic goes to B (the replica that will restart); promotion must load on both
-    with front_server(tmp_path / "front2", b_url, b.served_name, engine=engine) as front:
-        name = register(front.app.state.services.settings.registry_path, loop["adapter"])
+    with front_server(tmp_path / "front2", b.base_url, b.served_name, engine=engine) as front:
+        registry = front.app.state.services.settings.registry_path
+        trained = register(registry, loop["adapter"])
+        other = register(registry, lora(embedded_engine, tmp_path / "other", seed=9, scale=0.5))
         base = answers(front.url)
         assert base == loop["before"]  # B serves the same weights as A
 
-        b.stop()  # one replica down: the load fails on it, and is undone on the other
-        down = httpx.post(f"{front.url}/v1/admin/models/{name}/promote", headers=OP, timeout=300)
-        assert down.status_code == 503 and "loaded nowhere" in down.json()["error"]["message"], down.text
-        assert name not in served(vllm_server.url)
-        b.start()
-        b.wait_ready()
-        up = httpx.post(f"{front.url}/v1/admin/models/{name}/promote", headers=OP, timeout=300)
-        assert up.status_code == 200, up.text  # the retry succeeds: nothing was left half-loaded
-        assert name in served(vllm_server.url) and name in served(b.url)
+        assert httpx.post(f"{front.url}/v1/admin/models/{trained}/promote", headers=OP, timeout=300).status_code == 200
+        assert trained in served(vllm_server.url) and trained in served(b.url)
         promoted = answers(front.url)
-        assert all(v == name for _, v in promoted.values()) and promoted != base
+        assert all(v == trained for _, v in promoted.values()) and promoted == loop["after"]
 
-        b.restart(wait=False)  # mid-way: vLLM forgets runtime-loaded adapters when it restarts
+        b.stop()  # B goes down mid-way: a promotion now fails on it, and is undone on A
+        down = httpx.post(f"{front.url}/v1/admin/models/{other}/promote", headers=OP, timeout=300)
+        assert down.status_code == 503 and "loaded nowhere" in down.json()["error"]["message"], down.text
+        assert other not in served(vllm_server.url)
+        b.start()  # restarted: it has forgotten every adapter loaded at run time
         b.wait_ready()
         healthy_at = time.monotonic()
-        wait_until(lambda: name in served(b.url), timeout=30)
-        recovered = wait_until(lambda: _served_by_alias(front.url, name), timeout=30)
-        assert time.monotonic() - healthy_at <= 30 and recovered == promoted
-        assert front.app.state.services.engine.stats()["adapter_reloads"] >= 1
+        recovered = wait_until(lambda: _served_by_alias(front.url, trained), timeout=30)
+        assert time.monotonic() - healthy_at <= 30 and recovered == promoted  # without restarting agentstack
+        assert trained in served(b.url) and front.app.state.services.engine.stats()["adapter_reloads"] >= 1
+
+        retry = httpx.post(f"{front.url}/v1/admin/models/{other}/promote", headers=OP, timeout=300)
+        assert retry.status_code == 200, retry.text  # nothing was left half-loaded
+        assert other in served(vllm_server.url) and other in served(b.url)
+        assert answers(front.url)[PROMPTS[0]][1] == other
 
         back = httpx.post(f"{front.url}/v1/admin/models/rollback", headers=OP, json={}, timeout=300)
-        assert back.status_code == 200 and answers(front.url) == base
+        assert back.status_code == 200 and back.json()["active"] == trained and answers(front.url) == promoted
+        to_base = httpx.post(f"{front.url}/v1/admin/models/rollback", headers=OP, json={"version": b.served_name},
+                             timeout=300)
+        assert to_base.status_code == 200 and answers(front.url) == base
 
 
 def _served_by_alias(url: str, version: str):
-    r = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": OP["Authorization"]}, timeout=300,
+    r = httpx.post(f"{url}/v1/chat/completions", headers=APP, timeout=300,
                    json={"model": "agentstack", "messages": [{"role": "user", "content": PROMPTS[0]}],
                          "max_tokens": 24, "temperature": 0})
     if r.status_code != 200 or r.json()["model_version"] != version:

@@ -11,12 +11,10 @@ import httpx
 import pytest
 
 from tests.conftest import APP_KEY
+from tests.integration.test_tool_calling import WEATHER
 from tests.vllm.vllm_support import OP, front_server, lora
 
 pytestmark = pytest.mark.vllm
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
 
 @pytest.fixture(scope="module")

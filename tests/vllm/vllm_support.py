@@ -4,7 +4,6 @@ agentstack servers in front of vLLM, and polling."""
 from __future__ import annotations
 
 import contextlib
-import copy
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,28 +17,11 @@ APP = {"Authorization": f"Bearer {APP_KEY}"}
 OP = {"Authorization": f"Bearer {OPERATOR_KEY}"}
 
 
-def lora(engine: Any, path: Path, *, seed: int = 0, scale: float = 1.0, **config: Any) -> Path:
-    """A real LoRA on the embedded engine's base weights (the ones vLLM serves), random and
-    non-zero, scaled by ``scale``; ``config`` goes to peft's ``LoraConfig`` (r, use_dora, ...)."""
-    from agentstack.compute import worker
+def lora(engine: Any, path: Path, *, seed: int = 0, **config: Any) -> Path:
+    """A real random LoRA on the base weights vLLM serves; ``config`` shapes it (r, use_dora, ...)."""
+    from tests.integration.alignment_support import random_adapter
 
-    def build() -> None:
-        import torch
-        from peft import LoraConfig, get_peft_model
-
-        torch.manual_seed(seed)
-        base = copy.deepcopy(engine._versions[engine.base_name].module)
-        options = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "init_lora_weights": False,
-                   **config}
-        model = get_peft_model(base, LoraConfig(**options))
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "lora_" in name:
-                    p.mul_(scale)
-        model.save_pretrained(str(path))
-
-    worker().run(build)
-    return path
+    return random_adapter(engine, path, seed=seed, **config)
 
 
 @contextlib.contextmanager
