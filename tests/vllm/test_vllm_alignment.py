@@ -31,28 +31,15 @@ def answers(url: str) -> dict[str, tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def replica_b(tmp_path_factory, vllm_payloads):
-    """A second vLLM, started in the background (on the other core) while the first test trains."""
-    import threading
-
-    box: dict = {}
-
-    def start() -> None:
-        try:
-            box["server"] = start_vllm(tmp_path_factory.mktemp("vllm-b"), vllm_payloads, "vllm-b",
-                                       VLLM_CPU_OMP_THREADS_BIND="1")
-        except BaseException as exc:  # noqa: BLE001  (re-raised in the test that needs it)
-            box["error"] = exc
-
-    thread = threading.Thread(target=start, daemon=True)
-    thread.start()
-    yield box, thread
-    thread.join(900)
-    if "server" in box:
-        box["server"].stop()
+    """A second vLLM on the other core, started after the training job has ended (two vLLM servers
+    and a trainer at once would not fit the memory of a shared 24 GB machine)."""
+    server = start_vllm(tmp_path_factory.mktemp("vllm-b"), vllm_payloads, "vllm-b", VLLM_CPU_OMP_THREADS_BIND="1")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
-def loop(vllm_server, replica_b, tmp_path_factory):
+def loop(vllm_server, tmp_path_factory):
     """One real round on a front server whose engine is vLLM (one replica)."""
     settings = {"alignment": fast_alignment(base_model=str(vllm_server.model_dir))}
     with front_server(tmp_path_factory.mktemp("align-front"), vllm_server.base_url, vllm_server.served_name,
@@ -91,11 +78,7 @@ def test_served_answers_change_and_rollback_restores_them(loop):
 def test_two_replicas_all_or_nothing_and_a_restart_mid_way(loop, vllm_server, replica_b, embedded_engine, tmp_path):
     from tests.vllm.vllm_support import lora
 
-    box, thread = replica_b
-    thread.join(900)
-    if "error" in box:
-        raise box["error"]
-    b = box["server"]
+    b = replica_b
     engine = {"replica_urls": [vllm_server.base_url, b.base_url], "adapter_check_s": 2}
     # the front's traffic goes to B (the replica that will restart); promotion must load on both
     with front_server(tmp_path / "front2", b.base_url, b.served_name, engine=engine) as front:
@@ -108,7 +91,8 @@ def test_two_replicas_all_or_nothing_and_a_restart_mid_way(loop, vllm_server, re
         assert httpx.post(f"{front.url}/v1/admin/models/{trained}/promote", headers=OP, timeout=300).status_code == 200
         assert trained in served(vllm_server.url) and trained in served(b.url)
         promoted = answers(front.url)
-        assert all(v == trained for _, v in promoted.values()) and promoted == loop["after"]
+        assert all(v == trained for _, v in promoted.values())
+        assert [t for t, _ in promoted.values()] == [t for t, _ in loop["after"].values()]  # the trained answers
 
         b.stop()  # B goes down mid-way: a promotion now fails on it, and is undone on A
         down = httpx.post(f"{front.url}/v1/admin/models/{other}/promote", headers=OP, timeout=300)
@@ -117,8 +101,9 @@ def test_two_replicas_all_or_nothing_and_a_restart_mid_way(loop, vllm_server, re
         b.start()  # restarted: it has forgotten every adapter loaded at run time
         b.wait_ready()
         healthy_at = time.monotonic()
-        recovered = wait_until(lambda: _served_by_alias(front.url, trained), timeout=30)
-        assert time.monotonic() - healthy_at <= 30 and recovered == promoted  # without restarting agentstack
+        wait_until(lambda: _alias_serves(front.url, trained), timeout=30)
+        assert time.monotonic() - healthy_at <= 30  # by itself, without restarting agentstack
+        assert answers(front.url) == promoted
         assert trained in served(b.url) and front.app.state.services.engine.stats()["adapter_reloads"] >= 1
 
         retry = httpx.post(f"{front.url}/v1/admin/models/{other}/promote", headers=OP, timeout=300)
@@ -133,10 +118,8 @@ def test_two_replicas_all_or_nothing_and_a_restart_mid_way(loop, vllm_server, re
         assert to_base.status_code == 200 and answers(front.url) == base
 
 
-def _served_by_alias(url: str, version: str):
+def _alias_serves(url: str, version: str) -> bool:
+    """One token through the alias, answered by ``version``."""
     r = httpx.post(f"{url}/v1/chat/completions", headers=APP, timeout=300,
-                   json={"model": "agentstack", "messages": [{"role": "user", "content": PROMPTS[0]}],
-                         "max_tokens": 24, "temperature": 0})
-    if r.status_code != 200 or r.json()["model_version"] != version:
-        return None
-    return answers(url)
+                   json={"model": "agentstack", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+    return r.status_code == 200 and r.json()["model_version"] == version
