@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -189,7 +188,3 @@ class RemoteAdapters:
 
     def stats(self) -> dict[str, Any]:
         return {"adapters": sorted(self.loaded), "adapter_reloads": self.reloads}
-
-
-def adapter_path(path: Path | str) -> str:
-    return str(Path(path))
