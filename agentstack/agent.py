@@ -46,9 +46,12 @@ class Agent:
             from agentstack.orchestrators.common import AgentDeps
             from agentstack.orchestrators.runner import Orchestrators
 
+            from agentstack.db import open_db
+            from agentstack.state.records import ModelState
+
             engine = self.engine
-            self._router = ModelRouter(engine, self.settings.engine.served_model_name,
-                                       self.settings.registry_path / "active.json")
+            alias = self.settings.engine.served_model_name
+            self._router = ModelRouter(engine, alias, ModelState(open_db(self.settings), alias))
             indexes = self._indexes or IndexManager(self.settings)
             resolve = lambda name: self._router.resolve(name) if name else self._router.active  # noqa: E731
             self._orchestrators = Orchestrators(AgentDeps.load(engine, self.settings, resolve, indexes))

@@ -10,7 +10,8 @@ import json
 import time
 from typing import Any
 
-from agentstack.storage.sqlite import Database
+from agentstack.storage.database import Database
+from agentstack.storage.schema import audit_log as A
 
 
 class AuditLog:
@@ -20,19 +21,16 @@ class AuditLog:
     def record(self, *, key_id: str, action: str, target: str | None = None, user_id: str | None = None,
                detail: dict[str, Any] | None = None, outcome: str = "ok") -> int:
         with self.db.tx() as conn:
-            cur = conn.execute(
-                "INSERT INTO audit_log (at, key_id, user_id, action, target, detail_json, outcome) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), key_id, user_id, action, target,
-                 json.dumps(detail, default=str) if detail else None, outcome))
-            return int(cur.lastrowid)
+            result = conn.execute(A.insert().values(
+                at=time.time(), key_id=key_id, user_id=user_id, action=action, target=target,
+                detail_json=json.dumps(detail, default=str) if detail else None, outcome=outcome))
+            return int(result.inserted_primary_key[0])
 
     def list(self, *, limit: int = 100, offset: int = 0, action: str | None = None) -> list[dict[str, Any]]:
-        where, params = "", []
+        stmt = A.select().order_by(A.c.id.desc()).limit(limit).offset(offset)
         if action:
-            where, params = "WHERE action = ?", [action]
-        rows = self.db.query(f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ? OFFSET ?",
-                             (*params, limit, offset))
+            stmt = stmt.where(A.c.action == action)
+        rows = self.db.query(stmt)
         out = []
         for row in rows:
             item = dict(row)

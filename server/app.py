@@ -54,11 +54,15 @@ def create_app(settings: Settings | None = None, *, engine: ChatEngine | None = 
     """Build the app. ``engine``: an already warmed engine to share (tests); the app then does not
     close it. ``startup_hooks``: callables ``hook(services)`` run after warm-up."""
     settings = settings or load_settings()
+    check_shared_state(settings)
     registry = CollectorRegistry()
+    from agentstack.state import build_state
+
+    shared = build_state(settings)  # rate limits, revocations, notices: this process or Redis
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = Services.create(settings, registry, engine=engine)
+        services = Services.create(settings, registry, engine=engine, shared=shared)
         await services.start()
         for hook in startup_hooks or []:
             await hook(services)
@@ -73,7 +77,8 @@ def create_app(settings: Settings | None = None, *, engine: ChatEngine | None = 
                               "Authenticate with `Authorization: Bearer <key>`; name your end user with "
                               "`X-User-Id`.")
     errors.install(app)
-    app.state.sessions = SessionStore(settings.auth, trusted_origins=settings.server.cors_origins)  # web sign-in
+    app.state.sessions = SessionStore(settings.auth, trusted_origins=settings.server.cors_origins,
+                                      state=shared)  # web sign-in
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(RequestContext, registry=registry)
     if settings.server.cors_origins:
@@ -95,6 +100,17 @@ def is_loopback(host: str) -> bool:
             return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
         except OSError:
             return False
+
+
+def check_shared_state(settings: Settings) -> None:
+    """Replicas sharing state must sign session cookies with one secret, or a cookie from one is
+    refused by the others (and a random per-process secret would end every session at a restart)."""
+    if settings.shared_state and settings.auth.session_secret is None:
+        raise ConfigError("auth.session_secret is not set, but this server shares state with other replicas "
+                          "(database.url is PostgreSQL or state.redis_url is set): every replica must sign web "
+                          "sessions with the same secret",
+                          fix="set AGENTSTACK_AUTH__SESSION_SECRET to the same random string (32+ characters, e.g. "
+                              "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`) on every replica")
 
 
 def check_bind(settings: Settings) -> None:
@@ -124,6 +140,10 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     check_bind(settings)
+    check_shared_state(settings)
+    from agentstack.db import open_db
+
+    open_db(settings).close()  # a schema that is not current stops here, naming `agentstack db migrate`
     if not settings.auth.keys:
         log.warning("no API keys configured: serving on %s only (loopback); every local caller is an operator",
                     settings.server.host)

@@ -7,15 +7,18 @@ do everything an ``app`` may.
 
 With no keys configured the server is in local development mode: it binds only to loopback
 (``server/app.py`` refuses anything else) and every caller is the local operator.
+
+The rate-limit buckets and wrong-key counters live in a :class:`~agentstack.state.SharedState`:
+this process's memory by default, Redis when replicas share state (so a limit holds across all).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from agentstack.config import ApiKey, AuthSettings
 from agentstack.errors import AuthError, InvalidRequestError, RateLimitedError
@@ -40,13 +43,17 @@ class Principal:
         return self.indexes is None or name in self.indexes
 
 
+FAILURE_WINDOW_S = 60.0
+
+
 class KeyStore:
-    def __init__(self, settings: AuthSettings):
+    def __init__(self, settings: AuthSettings, state: Any = None):
+        from agentstack.state.memory import MemoryState
+
         self._by_digest: dict[str, ApiKey] = {k.digest: k for k in settings.keys}
-        self._buckets: dict[str, tuple[float, float]] = {}
         self._max_failed = settings.max_failed_per_minute
-        self._failures: dict[str, list[float]] = {}  # client address -> times of its recent failures
-        self._lock = threading.Lock()
+        # buckets and wrong-key counters (clock looked up per call, so tests can move time)
+        self._state = state if state is not None else MemoryState(clock=lambda: time.monotonic())
 
     @property
     def open(self) -> bool:
@@ -69,35 +76,18 @@ class KeyStore:
             raise AuthError("invalid API key", fix="check the key, or ask an operator for one")
         return self.principal_for(key, user)
 
-    def _recent_failures(self, client: str, now: float) -> list[float]:
-        recent = [t for t in self._failures.get(client, ()) if now - t < 60.0]
-        if recent:
-            self._failures[client] = recent
-        else:
-            self._failures.pop(client, None)
-        return recent
-
     def _check_failures(self, client: str | None) -> None:
         if client is None:
             return
-        now = time.monotonic()
-        with self._lock:
-            recent = self._recent_failures(client, now)
-        if len(recent) >= self._max_failed:
+        count, oldest_age = self._state.failures(client, FAILURE_WINDOW_S)
+        if count >= self._max_failed:
             raise RateLimitedError(f"too many requests with a wrong API key from {client}",
-                                   retry_after=max(1.0, 60.0 - (now - recent[0])),
+                                   retry_after=max(1.0, FAILURE_WINDOW_S - oldest_age),
                                    fix="check the key, then retry after the time in Retry-After")
 
     def _fail(self, client: str | None) -> None:
-        if client is None:
-            return
-        now = time.monotonic()
-        with self._lock:
-            if len(self._failures) > 10_000:  # bound memory under a flood of addresses
-                for stale in [c for c, ts in self._failures.items() if now - ts[-1] >= 60.0]:
-                    del self._failures[stale]
-            self._recent_failures(client, now)
-            self._failures.setdefault(client, []).append(now)
+        if client is not None:
+            self._state.add_failure(client, FAILURE_WINDOW_S)
 
     def principal_for(self, key: ApiKey, user_id: str | None) -> Principal:
         """The principal of a key already identified (by its secret, or by a web session),
@@ -122,13 +112,7 @@ class KeyStore:
         limit = key.rate_limit_per_minute
         if not limit:
             return
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key.id, (float(limit), now))
-            tokens = min(float(limit), tokens + (now - last) * limit / 60.0)
-            if tokens < 1.0:
-                retry = (1.0 - tokens) * 60.0 / limit
-                self._buckets[key.id] = (tokens, now)
-                raise RateLimitedError(f"rate limit of {limit} requests per minute reached for key {key.id!r}",
-                                       retry_after=max(1.0, retry), fix="slow down, or ask for a higher limit")
-            self._buckets[key.id] = (tokens - 1.0, now)
+        retry = self._state.take(f"key:{key.id}", float(limit), limit / 60.0)
+        if retry > 0:
+            raise RateLimitedError(f"rate limit of {limit} requests per minute reached for key {key.id!r}",
+                                   retry_after=max(1.0, retry), fix="slow down, or ask for a higher limit")

@@ -21,7 +21,8 @@ from agentstack.engines.base import ChatEngine
 from agentstack.engines.router import ModelRouter
 from agentstack.history import ConversationStore, ResponseStore
 from agentstack.metrics import EngineMetrics
-from agentstack.storage.sqlite import Database
+from agentstack.state.records import ModelState
+from agentstack.storage.database import Database
 from server.auth import KeyStore
 
 log = logging.getLogger(__name__)
@@ -39,27 +40,32 @@ class Services:
     keys: KeyStore
     metrics: EngineMetrics
     registry: CollectorRegistry
+    shared: Any = None  # the SharedState (agentstack/state): memory, or Redis when replicas share state
     owns_engine: bool = True
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, settings: Settings, registry: CollectorRegistry, engine: ChatEngine | None = None) -> "Services":
+    def create(cls, settings: Settings, registry: CollectorRegistry, engine: ChatEngine | None = None,
+               shared: Any = None) -> "Services":
         metrics = EngineMetrics(registry)
         owns = engine is None
         if engine is None:
             engine = build_engine(settings, metrics=metrics)
         elif hasattr(engine, "attach_metrics"):
             engine.attach_metrics(metrics)
-        db = open_db(settings)
-        router = ModelRouter(engine, settings.engine.served_model_name, settings.registry_path / "active.json",
-                             metrics=metrics)
+        if shared is None:
+            from agentstack.state import build_state
+
+            shared = build_state(settings)
+        db = open_db(settings)  # migrated, or refused with the command to run (storage/migrate.py)
+        alias = settings.engine.served_model_name
+        router = ModelRouter(engine, alias, ModelState(db, alias), metrics=metrics)
         return cls(settings=settings, engine=engine, router=router, db=db, responses=ResponseStore(db),
-                   conversations=ConversationStore(db), audit=AuditLog(db), keys=KeyStore(settings.auth),
-                   metrics=metrics, registry=registry, owns_engine=owns)
+                   conversations=ConversationStore(db), audit=AuditLog(db), keys=KeyStore(settings.auth, shared),
+                   metrics=metrics, registry=registry, shared=shared, owns_engine=owns)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.engine.warm_up)
-        self.db.conn()  # migrate now rather than on the first request
         await self.alignment.start()  # restore the promoted version before the first request resolves it
         log.info("serving %s as %r", self.router.active, self.router.alias)
 
@@ -69,7 +75,8 @@ class Services:
         if "alignment" not in self.extras:
             from agentstack.alignment.services import AlignmentServices
 
-            self.extras["alignment"] = AlignmentServices(self.settings, self.db, self.engine, self.router, self.audit)
+            self.extras["alignment"] = AlignmentServices(self.settings, self.db, self.engine, self.router, self.audit,
+                                                         self.shared)
         return self.extras["alignment"]
 
     @property
@@ -110,3 +117,5 @@ class Services:
         if self.owns_engine:
             await self.engine.aclose()
         self.db.close()
+        if self.shared is not None:
+            self.shared.close()

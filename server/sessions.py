@@ -7,7 +7,8 @@ expiry; the signature is an HMAC-SHA256 under ``auth.session_secret`` (random pe
 unset, so a restart signs everyone out). Nothing secret is in the payload. At every request the
 key is looked up again, so a key removed from the configuration, or given a new secret (the
 fingerprint no longer matches), ends its sessions; the role and indexes always come from the
-current configuration, never from the cookie. Sign-out revokes the session id in this process.
+current configuration, never from the cookie. Sign-out revokes the session id in the shared state
+(this process, or Redis when replicas share state, so a signed-out cookie is refused by all).
 
 CSRF: the cookie is ``SameSite=Strict`` and, in addition, every state-changing request that is
 authenticated by the cookie must carry ``X-CSRF-Token``: an HMAC of the session id under a
@@ -27,7 +28,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -92,7 +92,9 @@ def same_origin(request: Request, trusted: frozenset[str] = frozenset()) -> bool
 
 class SessionStore:
     def __init__(self, settings: AuthSettings, *, trusted_origins: list[str] | tuple[str, ...] = (),
-                 now: Any = time.time):
+                 now: Any = time.time, state: Any = None):
+        from agentstack.state.memory import MemoryState
+
         secret = settings.session_secret.get_secret_value().encode() if settings.session_secret else \
             secrets.token_bytes(32)
         self._sign_key = hmac.new(secret, b"agentstack session v1", hashlib.sha256).digest()
@@ -100,8 +102,7 @@ class SessionStore:
         self.max_age = int(settings.session_hours * 3600)
         self.trusted_origins = frozenset(o.rstrip("/") for o in trusted_origins)
         self._now = now
-        self._revoked: dict[str, int] = {}  # session id -> its expiry
-        self._lock = threading.Lock()
+        self._state = state if state is not None else MemoryState(wall=now)  # revoked session ids
 
     # -- tokens ------------------------------------------------------------------------------------
     def fingerprint(self, key: ApiKey) -> str:
@@ -131,19 +132,15 @@ class SessionStore:
             return None
         if session.expires_at <= self._now():
             return None
-        with self._lock:
-            if session.sid in self._revoked:
-                return None
+        if self._state.revoked(session.sid):
+            return None
         return session
 
     def csrf_token(self, session: Session) -> str:
         return _b64(hmac.new(self._csrf_key, session.sid.encode(), hashlib.sha256).digest())
 
     def revoke(self, session: Session) -> None:
-        now = self._now()
-        with self._lock:
-            self._revoked = {sid: exp for sid, exp in self._revoked.items() if exp > now}
-            self._revoked[session.sid] = session.expires_at
+        self._state.revoke(session.sid, session.expires_at)
 
     # -- requests ----------------------------------------------------------------------------------
     @staticmethod

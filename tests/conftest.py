@@ -63,6 +63,45 @@ def embedded_engine():
     asyncio.run(engine.aclose())
 
 
+@pytest.fixture(scope="session")
+def llamacpp_engine():
+    """The default engine: llama.cpp in process on the shipped SmolLM2 GGUF, loaded once per run."""
+    from agentstack.config import EngineSettings
+    from agentstack.engines.llamacpp.engine import LlamaCppEngine
+
+    engine = LlamaCppEngine(EngineSettings(max_running=16, max_queue=16), MODEL_CACHE)
+    engine.warm_up()
+    yield engine
+    import asyncio
+
+    asyncio.run(engine.aclose())
+
+
+# The in-process engine kinds the contract tests run on: the default (llama.cpp) and the torch engine.
+ENGINE_KINDS = ["llamacpp", "embedded"]
+
+
+def engine_of_kind(request, kind: str):
+    """The session engine of ``kind`` (``llamacpp`` or ``embedded``)."""
+    return request.getfixturevalue(f"{kind}_engine")
+
+
+def only_on_torch(kind: str, why: str) -> None:
+    """Skip a property that holds for the torch engine only, saying why it cannot hold for llama.cpp."""
+    if kind != "embedded":
+        pytest.skip(f"does not hold for the {kind} engine: {why}")
+
+
+def kind_server(request, tmp_path_factory, name: str, **overrides):
+    """A LiveServer on the session engine of ``request.param``; use as a context manager."""
+    from server.app import create_app
+
+    settings = make_settings(tmp_path_factory.mktemp(f"{name}-{request.param}"), **overrides)
+    srv = LiveServer(create_app(settings, engine=engine_of_kind(request, request.param)))
+    srv.kind = request.param
+    return srv
+
+
 # -- a real server on a free loopback port ---------------------------------------------------------
 APP_KEY = "app-key-0123456789abcdef"
 OPERATOR_KEY = "op-key-0123456789abcdef"
@@ -128,3 +167,88 @@ def live_server(embedded_engine, tmp_path):
         return LiveServer(create_app(settings, engine=embedded_engine))
 
     return start
+
+
+# -- real Postgres (pgvector) and Redis, one of each per run (tests/services.py) --------------------
+def _run_service(name: str, start):
+    """Enter the service's context manager for the session; fail under CI=true, else skip, when it
+    cannot start (tests/services.py says how to install what is missing)."""
+    from tests import services
+
+    try:
+        cm = start()
+        url = cm.__enter__()
+    except services.ServiceUnavailable as exc:
+        services.missing(name, str(exc))
+    try:
+        yield url
+    finally:
+        cm.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL 18 + pgvector server for the whole run (``postgresql+psycopg://...``). Under
+    CI=true a server that cannot start fails the test; elsewhere it is skipped with the fix."""
+    from tests import services
+
+    yield from _run_service("PostgreSQL", services.postgres_server)
+
+
+@pytest.fixture
+def pg_database(postgres_url):
+    """A fresh, empty database (pgvector enabled) on the run's server, dropped afterwards."""
+    from tests import services
+
+    url = services.create_database(postgres_url)
+    yield url
+    services.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A Redis server for the whole run (``redis://127.0.0.1:PORT/0``); like ``postgres_url``,
+    missing under CI=true fails, elsewhere skips naming ``apt-get install redis-server``."""
+    from tests import services
+
+    yield from _run_service("Redis", services.redis_server)
+
+
+@pytest.fixture
+def redis_db(redis_url):
+    """The run's Redis, emptied before the test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    client.close()
+    return redis_url
+
+
+# -- time per tier, printed at the end of the run (.ci/run shows it) --------------------------------
+TIERS = ("replicas", "e2e", "integration", "unit")
+_tier_seconds: dict[str, float] = {}
+
+
+def _tier(item) -> str:
+    return next((t for t in TIERS if item.get_closest_marker(t) is not None), "unmarked")
+
+
+def pytest_runtest_logreport(report):
+    tier = getattr(report, "_agentstack_tier", None)
+    if tier is not None:
+        _tier_seconds[tier] = _tier_seconds.get(tier, 0.0) + report.duration
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    outcome.get_result()._agentstack_tier = _tier(item)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _tier_seconds:
+        terminalreporter.section("time per tier (setup + call + teardown)")
+        for tier in (*TIERS, "unmarked"):
+            if tier in _tier_seconds:
+                terminalreporter.write_line(f"{tier:12s} {_tier_seconds[tier]:8.1f} s")

@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentstack.errors import NotFoundError
+import sqlalchemy as sa
+
+from agentstack.errors import ConflictError, NotFoundError
 from agentstack.history.store import new_id
-from agentstack.storage.sqlite import Database
+from agentstack.storage.database import Database
+from agentstack.storage.schema import alignment_jobs as J
 
 ACTIVE = ("queued", "running", "cancelling")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -53,6 +56,10 @@ class Job:
     metrics: dict[str, Any] | None = None
     gate: dict[str, Any] | None = None
     promotion: dict[str, Any] | None = None
+    lane: str = "alignment"
+    host: str | None = None
+    replica_id: str | None = None
+    heartbeat_at: float | None = None
     log_tail: list[str] = field(default_factory=list)
 
     @property
@@ -67,7 +74,8 @@ class Job:
                "gate": _gate_summary(self.gate), "metrics": {"latest": (self.metrics or {}).get("latest")}}
         if detail:
             out.update({"spec": self.spec, "data": self.data, "metrics": self.metrics or {}, "gate": self.gate,
-                        "pid": self.pid, "log_tail": self.log_tail})
+                        "pid": self.pid, "host": self.host, "replica_id": self.replica_id,
+                        "heartbeat_at": self.heartbeat_at, "log_tail": self.log_tail})
         return out
 
 
@@ -75,6 +83,12 @@ def _gate_summary(gate: dict[str, Any] | None) -> dict[str, Any] | None:
     if not gate:
         return None
     return {"passed": gate.get("passed"), "summary": gate.get("summary"), "at": gate.get("at")}
+
+
+def jobs_dir(settings: Any) -> Path:
+    """Where job directories (settings, log, data) live: under the data directory of the replica
+    that started the job."""
+    return settings.data_dir / "alignment" / "jobs"
 
 
 class JobStore:
@@ -88,13 +102,22 @@ class JobStore:
     def log_path(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "log.txt"
 
-    def create(self, *, method: str, spec: dict[str, Any], created_by: str) -> Job:
+    def create(self, *, method: str, spec: dict[str, Any], created_by: str, **fields: Any) -> Job:
+        """A new ``queued`` job; :class:`ConflictError` while another job is active (any replica)."""
         job_id = new_id("job")
         now = time.time()
-        with self.db.tx() as conn:
-            conn.execute("INSERT INTO alignment_jobs (id, method, status, stage, spec_json, created_by, created_at, "
-                         "updated_at) VALUES (?, ?, 'queued', 'queued', ?, ?, ?, ?)",
-                         (job_id, method, json.dumps(spec, default=str), created_by, now, now))
+        try:
+            with self.db.tx() as conn:
+                conn.execute(J.insert().values(id=job_id, method=method, status="queued", stage="queued",
+                                               spec_json=json.dumps(spec, default=str), created_by=created_by,
+                                               created_at=now, updated_at=now, **fields))
+        except sa.exc.IntegrityError:
+            running = self.active()
+            other = running[0] if running else None
+            raise ConflictError(f"alignment job {other.id if other else '?'} is {other.status if other else 'active'}"
+                                "; one job runs at a time",
+                                fix=f"wait for it, or cancel it: POST /v1/admin/alignment/jobs/"
+                                    f"{other.id if other else '<id>'}/cancel") from None
         self.job_dir(job_id).mkdir(parents=True, exist_ok=True)
         return self.get(job_id)
 
@@ -104,22 +127,27 @@ class JobStore:
         whether a row changed."""
         if not fields:
             return False
-        sets, params = [], []
+        values: dict[str, Any] = {}
         for key, value in fields.items():
             column = f"{key}_json" if key in _JSON else key
-            sets.append(f"{column} = ?")
-            params.append(json.dumps(value, default=str) if key in _JSON and value is not None else value)
-        sets.append("updated_at = ?")
-        params.append(time.time())
-        where = "id = ?" + (f" AND status IN ({','.join('?' * len(ACTIVE))})" if only_if_active else "")
-        params.append(job_id)
+            values[column] = json.dumps(value, default=str) if key in _JSON and value is not None else value
+        values["updated_at"] = time.time()
+        stmt = J.update().where(J.c.id == job_id).values(**values)
         if only_if_active:
-            params.extend(ACTIVE)
+            stmt = stmt.where(J.c.status.in_(ACTIVE))
         with self.db.tx() as conn:
-            return conn.execute(f"UPDATE alignment_jobs SET {', '.join(sets)} WHERE {where}", params).rowcount > 0
+            return conn.execute(stmt).rowcount > 0
+
+    def beat(self, job_id: str) -> str | None:
+        """The worker's heartbeat: stamp ``heartbeat_at`` and return the job's status (so the worker
+        sees a cancel asked through any replica); None when the row is gone."""
+        now = time.time()
+        with self.db.tx() as conn:
+            conn.execute(J.update().where(J.c.id == job_id, J.c.status.in_(ACTIVE)).values(heartbeat_at=now))
+            return conn.execute(sa.select(J.c.status).where(J.c.id == job_id)).scalar()
 
     def get(self, job_id: str, *, log_lines: int = 0) -> Job:
-        rows = self.db.query("SELECT * FROM alignment_jobs WHERE id = ?", (job_id,))
+        rows = self.db.query(J.select().where(J.c.id == job_id))
         if not rows:
             raise NotFoundError(f"alignment job {job_id!r} not found", param="job_id",
                                 fix="list jobs with GET /v1/admin/alignment/jobs or `agentstack align jobs`")
@@ -129,19 +157,18 @@ class JobStore:
         return job
 
     def list(self, *, status: str | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
-        where, params = ("WHERE status = ?", [status]) if status else ("", [])
-        rows = self.db.query(f"SELECT * FROM alignment_jobs {where} ORDER BY created_at DESC LIMIT ? OFFSET ?",
-                             (*params, limit, offset))
-        return [self._from_row(r) for r in rows]
+        stmt = J.select().order_by(J.c.created_at.desc()).limit(limit).offset(offset)
+        if status:
+            stmt = stmt.where(J.c.status == status)
+        return [self._from_row(r) for r in self.db.query(stmt)]
 
     def active(self) -> list[Job]:
-        marks = ",".join("?" * len(ACTIVE))
-        return [self._from_row(r) for r in self.db.query(
-            f"SELECT * FROM alignment_jobs WHERE status IN ({marks}) ORDER BY created_at", ACTIVE)]
+        return [self._from_row(r) for r in self.db.query(J.select().where(J.c.status.in_(ACTIVE))
+                                                         .order_by(J.c.created_at))]
 
     def pending_promotions(self) -> list[Job]:
-        rows = self.db.query("SELECT * FROM alignment_jobs WHERE status = 'succeeded' AND promotion_json IS NULL "
-                             "AND version IS NOT NULL ORDER BY finished_at")
+        rows = self.db.query(J.select().where(J.c.status == "succeeded", J.c.promotion_json.is_(None),
+                                              J.c.version.is_not(None)).order_by(J.c.finished_at))
         return [self._from_row(r) for r in rows]
 
     def tail(self, job_id: str, lines: int = 100) -> list[str]:

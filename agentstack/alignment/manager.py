@@ -6,16 +6,26 @@ round with too little data (a quick count without scrubbing; the worker checks a
 guards), writes the job's settings and starts ``python -m agentstack.alignment.worker`` in a new
 session with the worker's thread limit. Training never runs in the server process.
 
-The monitor (an asyncio task in the server's loop, every ``alignment.poll_s``):
+The monitor (an asyncio task in the server's loop, every ``alignment.poll_s``) runs on one replica
+at a time: the one holding the ``monitor`` lease in the database, renewed every pass; when that
+replica dies its lease lapses and another takes over. It also runs the auto-promotion and the
+retention purge, so neither happens twice. Each pass:
 
-* a worker that exited while its job was still active → the job is ``failed`` ("worker exited with
-  signal 9"), or ``cancelled`` if a cancel was pending; its log stays in the job directory;
-* a cancel not honoured within ``alignment.cancel_grace_s`` → SIGKILL to the worker's group;
+* a worker that exited while its job was still active (a child of this replica, or a pid on this
+  host that is gone), or whose heartbeat row is older than ``alignment.worker_timeout_s`` (any
+  host) → the job is ``failed`` ("worker exited with signal 9", "worker lost"), or ``cancelled``
+  if a cancel was pending; its log stays in the job directory;
+* a cancel not honoured within ``alignment.cancel_grace_s`` → SIGKILL to the worker's group (when
+  the worker runs on this host; elsewhere the worker kills itself, see ``worker.py``);
 * a ``succeeded`` job whose candidate passed the gate and that asked to be promoted → promoted
   through the :class:`~agentstack.alignment.deploy.Deployer` (audited as the job's submitter).
 
-After a server restart, active jobs whose worker is gone are marked failed; live ones are watched
-by pid.
+Cancel works from any replica: it sets ``cancelling`` in the row, which the worker reads with its
+heartbeat and stops; the local SIGTERM is a shortcut when the worker runs here.
+
+A worker outlives the replica that started it (it runs in its own session and talks only to the
+database and the registry): the replica that holds the monitor lease adopts it by its heartbeat,
+and promotes its candidate when it passes, exactly as its starter would have.
 
 This module knows nothing about HTTP; routes call it.
 """
@@ -28,19 +38,20 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from agentstack.alignment.jobs import Job, JobStore
-from agentstack.alignment.pipeline import jobs_dir
+from agentstack.alignment.jobs import Job, JobStore, jobs_dir
 from agentstack.alignment.spec import JobSpec
 from agentstack.audit import AuditLog
 from agentstack.config import Settings
 from agentstack.errors import ConflictError, InvalidRequestError
-from agentstack.storage.sqlite import Database
+from agentstack.state.records import Lease, new_replica_id
+from agentstack.storage.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +73,24 @@ def _alive(pid: int | None, job_id: str) -> bool:
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """The settings a worker needs, without API keys; secrets travel in the environment."""
-    data = settings.model_dump(mode="json", exclude={"auth": True, "client": True,
-                                                     "privacy": {"hash_salt"}, "engine": {"api_key"}})
+    data = settings.model_dump(mode="json", exclude={"auth": True, "client": True, "state": {"redis_url"},
+                                                     "privacy": {"hash_salt"}, "engine": {"api_key"},
+                                                     "database": {"url"}})
     return data
 
 
 class JobManager:
-    def __init__(self, settings: Settings, db: Database, audit: AuditLog, deployer: Any = None):
+    def __init__(self, settings: Settings, db: Database, audit: AuditLog, deployer: Any = None,
+                 replica_id: str | None = None):
         self.settings = settings
         self.db = db
         self.audit = audit
         self.deployer = deployer
+        self.replica_id = replica_id or new_replica_id()
+        self.host = socket.gethostname()
         self.jobs = JobStore(db, jobs_dir(settings))
+        self.lease = Lease(db, "monitor", self.replica_id,
+                           max(settings.state.replica_timeout_s, 3 * settings.alignment.poll_s))
         self._procs: dict[str, subprocess.Popen] = {}
         self._cancel_at: dict[str, float] = {}
         self._task: asyncio.Task | None = None
@@ -87,12 +104,14 @@ class JobManager:
         except ValueError as exc:
             raise InvalidRequestError(f"invalid thresholds: {exc}", param="thresholds") from None
         self._check_servable(spec)
-        running = self.jobs.active()
+        running = self.jobs.active()  # answers early; the rule itself is the database's, below
         if running:
             raise ConflictError(f"alignment job {running[0].id} is {running[0].status}; one job runs at a time",
                                 fix=f"wait for it, or cancel it: POST /v1/admin/alignment/jobs/{running[0].id}/cancel")
         self._precheck(spec, prefs)
-        job = self.jobs.create(method=spec.method, spec=spec.model_dump(mode="json"), created_by=key_id)
+        # the database refuses a second active job (partial unique index): ConflictError, any replica
+        job = self.jobs.create(method=spec.method, spec=spec.model_dump(mode="json"), created_by=key_id,
+                               host=self.host, replica_id=self.replica_id)
         job_dir = self.jobs.job_dir(job.id)
         settings_path = job_dir / "settings.json"
         settings_path.write_text(json.dumps(worker_settings(self.settings), indent=2), "utf-8")
@@ -151,6 +170,8 @@ class JobManager:
             env["AGENTSTACK_PRIVACY__HASH_SALT"] = self.settings.privacy.hash_salt.get_secret_value()
         if self.settings.engine.api_key is not None:
             env["AGENTSTACK_ENGINE__API_KEY"] = self.settings.engine.api_key.get_secret_value()
+        if self.settings.database.url is not None:
+            env["AGENTSTACK_DATABASE__URL"] = self.settings.database.url.get_secret_value()
         log_path = self.jobs.log_path(job.id)
         with log_path.open("ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "agentstack.alignment.worker", job.id, str(settings_path)],
@@ -167,11 +188,14 @@ class JobManager:
                                 "cancelled")
         self.jobs.update(job_id, status="cancelling", only_if_active=True)
         self._cancel_at[job_id] = time.monotonic()
-        self._signal(job, signal.SIGTERM)
+        self._signal(job, signal.SIGTERM)  # here; a worker on another host reads the row at its heartbeat
         return self.jobs.get(job_id)
 
+    def _here(self, job: Job) -> bool:
+        return job.host in (None, self.host)
+
     def _signal(self, job: Job, sig: int) -> None:
-        if not _alive(job.pid, job.id):
+        if not self._here(job) or not _alive(job.pid, job.id):
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(job.pid, sig)  # the worker leads its own session: this reaches its trainers too
@@ -182,7 +206,12 @@ class JobManager:
         ended = []
         for job in self.jobs.active():
             proc = self._procs.get(job.id)
-            exited = proc.poll() is not None if proc is not None else not _alive(job.pid, job.id)
+            if proc is not None:
+                exited = proc.poll() is not None
+            elif job.pid and self._here(job):
+                exited = not _alive(job.pid, job.id)
+            else:  # on another host, or not started yet: its heartbeat row decides
+                exited = self._silent(job)
             if job.status == "cancelling" and not exited:
                 started = self._cancel_at.setdefault(job.id, time.monotonic())
                 if time.monotonic() - started > self.settings.alignment.cancel_grace_s:
@@ -196,7 +225,9 @@ class JobManager:
             self._signal(job, signal.SIGKILL)  # leftovers of the worker's group, if any
             job = self.jobs.get(job.id)
             if job.active:
-                how = ("worker lost (the server restarted and the worker is gone)" if code is None else
+                how = (f"worker lost (no heartbeat for {self.settings.alignment.worker_timeout_s:.0f} s)"
+                       if code is None and not self._here(job) else
+                       "worker lost (the server restarted and the worker is gone)" if code is None else
                        f"worker exited with signal {-code}" if code < 0 else f"worker exited with code {code}")
                 if job.status == "cancelling":
                     self.jobs.update(job.id, status="cancelled", finished_at=time.time(),
@@ -207,6 +238,11 @@ class JobManager:
                 log.warning("job %s ended abnormally: %s", job.id, how)
             ended.append(job.id)
         return ended
+
+    def _silent(self, job: Job) -> bool:
+        """No heartbeat within ``alignment.worker_timeout_s`` (a queued job: since it was created)."""
+        last = job.heartbeat_at or job.started_at or job.created_at
+        return time.time() - last > self.settings.alignment.worker_timeout_s
 
     async def promote_passed(self) -> None:
         """Promote candidates of succeeded jobs that passed the gate and asked for it; record every
@@ -236,14 +272,35 @@ class JobManager:
     async def _loop(self) -> None:
         while True:
             try:
-                await asyncio.to_thread(self.check)
-                await self.promote_passed()
-                await self._maybe_purge()
+                if await asyncio.to_thread(self.lease.acquire):  # one replica at a time; lapses if it dies
+                    await self._holding_lease(self._pass())
             except asyncio.CancelledError:
                 raise
             except Exception:  # the monitor must outlive any one bad pass
                 log.exception("alignment monitor pass failed")
             await asyncio.sleep(self.settings.alignment.poll_s)
+
+    async def _pass(self) -> None:
+        await asyncio.to_thread(self.check)
+        await self.promote_passed()
+        await self._maybe_purge()
+
+    async def _holding_lease(self, work: Any) -> None:
+        """Run ``work`` while renewing the monitor lease, so a long pass (a promotion waits for every
+        replica) keeps it; if this replica dies mid-pass the lease lapses and the next holder redoes
+        what was not recorded (a promotion outcome is written only after the promotion)."""
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(max(0.2, self.lease.ttl_s / 3))
+                await asyncio.to_thread(self.lease.acquire)
+
+        renewer = asyncio.get_running_loop().create_task(renew())
+        try:
+            await work
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
 
     async def _maybe_purge(self) -> None:
         retention = self.settings.privacy.retention_days
@@ -269,3 +326,5 @@ class JobManager:
             self._task = None
         for proc in self._procs.values():  # reap finished children; running workers carry on
             proc.poll()
+        with contextlib.suppress(Exception):  # let another replica take over the monitor at once
+            await asyncio.to_thread(self.lease.release)

@@ -4,8 +4,10 @@ policy training → registry → gate.
 :class:`Round` owns the round's directory (``<data_dir>/alignment/jobs/<job id>/``: ``data/`` with
 the scrubbed JSONL, one directory per training run, ``log.txt``) and reports progress by updating
 the job row. Torch work happens in child training processes (``launch.py``) and, for revisions and
-the gate, on this process's compute worker through a local :class:`EmbeddedEngine` that serves
-the same weights as the server (base model + the served adapter + the candidate).
+the gate, through a local engine of the kind the server runs, serving the same weights in the same
+format (base model + the served adapter + the candidate): with the llamacpp engine the candidate is
+judged as the GGUF LoRA that will serve it, and the converter's version goes into ``gate.json``.
+KL and perplexity are teacher-forced in torch, on the adapter as trained.
 
 This module knows nothing about HTTP or about promotion (the server promotes, ``deploy.py``).
 """
@@ -43,13 +45,11 @@ METRIC_KEYS = ("step", "epoch", "loss", "grad_norm", "learning_rate", "rewards/c
                "mean_reward", "entropy")
 
 
-def jobs_dir(settings: Settings) -> Path:
-    return settings.data_dir / "alignment" / "jobs"
+def served_version(settings: Settings, base_name: str, db: Any) -> str:
+    """The version the replicas serve now (``model_state`` in the database), else the base model."""
+    from agentstack.state.records import ModelState
 
-
-def served_version(settings: Settings, base_name: str) -> str:
-    """The version the server serves now (its persisted router state), else the base model."""
-    return (read_json(settings.registry_path / "active.json", {}) or {}).get("active") or base_name
+    return ModelState(db, settings.engine.served_model_name).get().active or base_name
 
 
 class Round:
@@ -75,7 +75,7 @@ class Round:
         self.base_spec = base
         model_dir, self.base_name = resolve_model_dir(base, settings.model_cache)
         self.model_dir = str(model_dir)
-        self.current = served_version(settings, self.base_name)
+        self.current = served_version(settings, self.base_name, self.db)
         self.current_adapter = (str(self.registry.get(self.current).adapter_dir)
                                 if self.current != self.base_name and self.registry.exists(self.current) else None)
         if self.current != self.base_name and self.current_adapter is None:
@@ -117,7 +117,16 @@ class Round:
 
             a = self.settings.alignment
             worker().run(_set_threads, a.worker_threads)
-            self._engine = EmbeddedEngine(EngineSettings(model=self.base_spec, device=a.device, max_batch_size=16,
+            if self.settings.engine.kind == "llamacpp":
+                from agentstack.engines.llamacpp.engine import LlamaCppEngine
+
+                self._engine = LlamaCppEngine(EngineSettings(kind="llamacpp", model=self.settings.engine.model,
+                                                             max_batch_size=16, max_running=16, max_queue=1024,
+                                                             threads=a.worker_threads,
+                                                             context_length=self.settings.engine.context_length),
+                                              self.settings.model_cache)
+            else:
+                self._engine = EmbeddedEngine(EngineSettings(model=self.base_spec, device=a.device, max_batch_size=16,
                                                          max_running=64, max_queue=1024,
                                                          threads=a.worker_threads), self.settings.model_cache)
             self._engine.warm_up()
@@ -354,6 +363,8 @@ class Round:
             current_in_models=BASE if self.current == self.base_name else self.current,
             heldout_pairs=[p.row() for p in self.data.pairs_heldout], heldout_prompts=prompts, scorer=scorer))
         result = {**decision.as_dict(), "job_id": self.job.id, "thresholds": self.gate_settings.model_dump(mode="json")}
+        if hasattr(engine, "served_format"):
+            result["served_format"] = engine.served_format(version.name)
         self.registry.write_gate(version.name, result)
         metrics = dict(self.jobs.get(self.job.id).metrics or {})
         kl = next((c for c in decision.checks if c.name == "kl"), None)

@@ -1,8 +1,6 @@
 """The model registry: every trained result is a versioned model under ``settings.registry_path``.
 
-    registry/
-      active.json                 the served version (written by engines/router.py)
-      deployments.jsonl           every promotion and rollback, appended
+    registry/                     a volume every replica (and vLLM) can read
       versions/
         v3-dpo/
           adapter/                adapter_config.json + adapter_model.safetensors (no pickle)
@@ -16,7 +14,10 @@ so a directory named like a version always has a manifest and a killed registrat
 temporary directory, removed by the next registration. ``verify`` recomputes the hashes.
 Version names are ``v<N>-<method>``, N increasing, allocated under a file lock.
 
-This module knows nothing about engines or serving; promotion lives in ``deploy.py``.
+The served version and the deployment history are not files here: they live in the main database
+(``model_state`` and ``deployments``, see ``state/records.py``), so every replica agrees on them;
+``agentstack db migrate`` carries the ``active.json`` and ``deployments.jsonl`` of earlier releases
+over. This module knows nothing about engines or serving; promotion lives in ``deploy.py``.
 """
 
 from __future__ import annotations
@@ -209,25 +210,3 @@ class ModelRegistry:
             raise ConflictError(f"model version {name} does not match its manifest (changed or missing: {bad})",
                                 fix="restore the files or retrain; a version is never modified after registration")
         return version
-
-    # -- deployments ------------------------------------------------------------------------------
-    def record_deployment(self, entry: dict[str, Any]) -> None:
-        """Append one promotion or rollback to ``deployments.jsonl`` (flushed and fsynced)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"at": time.time(), **entry}, sort_keys=True, default=str) + "\n"
-        with (self.root / "deployments.jsonl").open("a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-
-    def deployments(self) -> list[dict[str, Any]]:
-        path = self.root / "deployments.jsonl"
-        if not path.is_file():
-            return []
-        out = []
-        for line in path.read_text("utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue  # a torn last line from a crash
-        return out

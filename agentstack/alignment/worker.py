@@ -5,9 +5,16 @@ session (process group), with the thread limit in its environment; the worker lo
 priority (``alignment.worker_nice``) and runs the round (``pipeline.Round``), recording every
 stage, metric and the gate decision in the job row. Its stdout and stderr are the job's log.
 
+A heartbeat thread stamps the job row every ``state.heartbeat_s`` (liveness is that row, not a
+pid, so any replica can judge it) and reads the status back: a cancel asked through any replica
+(``cancelling``) becomes a SIGTERM to this process, and a SIGKILL of its process group if it has
+not stopped ``alignment.cancel_grace_s`` later.
+
 Endings: ``succeeded`` (the round ran to its gate decision), ``failed`` with the error (too
 little data says how much is needed), ``cancelled`` on SIGTERM. If the worker is killed outright,
-the server's monitor marks the job failed. Serving is never touched from here: promotion is the
+its heartbeat stops and the monitor (whichever replica holds it) marks the job failed. The worker
+does not depend on the replica that started it: it runs in its own session and carries on if
+that replica dies. Serving is never touched from here: promotion is the
 server's, after it reads the decision.
 
 Unless ``alignment.keep_datasets`` is on, the round's scrubbed data files are deleted when it
@@ -22,7 +29,9 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -44,10 +53,29 @@ def load_worker_settings(path: str | Path):
     return load_settings(**json.loads(Path(path).read_text("utf-8")))
 
 
+def heartbeat(jobs, job_id: str, interval: float, grace: float, stop: threading.Event) -> None:
+    """Beat until ``stop``; turn a ``cancelling`` status into SIGTERM, then SIGKILL after ``grace``."""
+    cancel_seen: float | None = None
+    while True:
+        try:
+            status = jobs.beat(job_id)
+        except Exception as exc:  # noqa: BLE001  (a database hiccup must not end the job)
+            log.warning("heartbeat failed: %s", exc)
+            status = "running"
+        if status == "cancelling":
+            if cancel_seen is None:
+                cancel_seen = time.monotonic()
+                log.warning("job %s: cancel requested; stopping", job_id)
+                os.kill(os.getpid(), signal.SIGTERM)
+            elif time.monotonic() - cancel_seen > grace:
+                log.error("job %s did not stop within %.0f s of its cancel; killing its process group", job_id, grace)
+                os.killpg(os.getpgid(0), signal.SIGKILL)
+        if stop.wait(interval):
+            return
+
+
 def run_job(job_id: str, settings_path: str) -> int:
-    from agentstack.alignment.jobs import JobStore
-    from agentstack.alignment.pipeline import Round, jobs_dir
-    from agentstack.alignment.preferences import InsufficientDataError
+    from agentstack.alignment.jobs import JobStore, jobs_dir
     from agentstack.db import open_db
 
     settings = load_worker_settings(settings_path)
@@ -61,9 +89,16 @@ def run_job(job_id: str, settings_path: str) -> int:
     if job.status != "queued":
         log.error("job %s is %s, not queued; nothing to do", job_id, job.status)
         return 2
-    jobs.update(job_id, status="running", started_at=time.time(), pid=os.getpid(), only_if_active=True)
+    jobs.update(job_id, status="running", started_at=time.time(), pid=os.getpid(), host=socket.gethostname(),
+                only_if_active=True)
+    stop = threading.Event()
+    threading.Thread(target=heartbeat, args=(jobs, job_id, settings.state.heartbeat_s,
+                                             settings.alignment.cancel_grace_s, stop),
+                     name="job-heartbeat", daemon=True).start()
     log.info("job %s: %s round, pid %d, nice %d, %d thread(s)", job_id, job.method, os.getpid(),
              settings.alignment.worker_nice, settings.alignment.worker_threads)
+    from agentstack.alignment.pipeline import Round  # heavy: imported once the heartbeat runs
+    from agentstack.alignment.preferences import InsufficientDataError
     rnd = None
     code = 0
     try:
@@ -86,6 +121,7 @@ def run_job(job_id: str, settings_path: str) -> int:
         code = 1
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop.set()
         if not settings.alignment.keep_datasets:
             shutil.rmtree(jobs.job_dir(job_id) / "data", ignore_errors=True)
         if rnd is not None:

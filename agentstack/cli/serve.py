@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
@@ -43,28 +42,6 @@ def serve(host: str = typer.Option(None, help="Address to bind (default 127.0.0.
         run(settings)
     except AgentstackError as exc:
         raise fail(str(exc), 2) from None
-
-
-@app.command()
-def models(url: str = typer.Option(None, help="Server URL."), key: str = typer.Option(None, help="API key."),
-           as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """List the models a running server offers (the alias first, then each loaded version)."""
-    client = ApiClient(_settings(), url, key)
-    try:
-        data = client.get("/v1/models")["data"]
-    except ApiError as exc:
-        raise fail(str(exc)) from None
-    if as_json:
-        typer.echo(json.dumps(data, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("model", "parent", "context", "note")
-    for card in data:
-        note = f"→ {card['active_version']}" if card.get("active_version") else ""
-        table.add_row(card["id"], card.get("parent") or "", str(card.get("max_model_len") or ""), note)
-    Console().print(table)
 
 
 @app.command()

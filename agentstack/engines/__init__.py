@@ -15,6 +15,10 @@ __all__ = ["ChatEngine", "ChatRequest", "ChatResult", "SamplingParams", "StreamE
 
 def build_engine(settings: Settings, metrics: Any = None) -> ChatEngine:
     """The engine named by ``settings.engine.kind``; cheap, call ``warm_up()`` to load it."""
+    if settings.engine.kind == "llamacpp":
+        from agentstack.engines.llamacpp.engine import LlamaCppEngine
+
+        return LlamaCppEngine(settings.engine, Path(settings.model_cache), metrics=metrics)
     if settings.engine.kind == "embedded":
         from agentstack.engines.embedded.engine import EmbeddedEngine
 

@@ -2,7 +2,9 @@
 
 Each run lives in ``<data_dir>/eval/<run id>/`` with ``report.json`` (the figures, per-example
 scores and the run's identity), ``report.html`` (self-contained: tables and base64 plots),
-``results.jsonl`` (the checkpoint) and ``run.json`` (sessions, machine load).
+``results.jsonl`` (the checkpoint) and ``run.json`` (sessions, machine load). Each report's
+metadata (its summary row) is also recorded in the main database's ``eval_reports`` table
+(:func:`record_report`), so every replica lists the reports any of them ran.
 :func:`list_reports` is what ``GET /v1/admin/eval/reports`` serves; :func:`compare_reports` is
 behind ``agentstack eval compare``.
 
@@ -11,6 +13,8 @@ This module knows nothing about engines or how the figures were produced.
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +71,48 @@ def summary(report: dict[str, Any], run_dir: Path | None = None) -> dict[str, An
     return row
 
 
-def list_reports(eval_path: Path | str) -> list[dict[str, Any]]:
-    """Summaries of the stored reports, newest first (``settings.eval_path``)."""
-    root = Path(eval_path)
-    rows = []
-    for path in root.glob("*/report.json"):
+def _stored(eval_path: Path | str) -> list[tuple[Path, dict[str, Any]]]:
+    out = []
+    for path in Path(eval_path).glob("*/report.json"):
         report = read_json(path, None)
         if isinstance(report, dict) and str(report.get("schema", "")).startswith("agentstack.eval.report/"):
-            rows.append(summary(report, path.parent))
-    return sorted(rows, key=lambda r: r.get("finished_at") or "", reverse=True)
+            out.append((path.parent, report))
+    return out
+
+
+def report_row(run_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """The ``eval_reports`` row of a report (its summary, without server paths)."""
+    row = summary(report)
+    return {"run_id": str(report.get("run_id") or run_dir.name), "suite": row.get("suite"),
+            "created_at": row.get("created_at"), "finished_at": row.get("finished_at"),
+            "summary_json": json.dumps(row, sort_keys=True, default=str), "run_dir": str(run_dir),
+            "recorded_at": time.time()}
+
+
+def report_rows(eval_path: Path | str) -> list[dict[str, Any]]:
+    return [report_row(run_dir, report) for run_dir, report in _stored(eval_path)]
+
+
+def record_report(db: Any, run_dir: Path, report: dict[str, Any]) -> None:
+    """Insert or replace the report's metadata in the main database."""
+    from agentstack.storage.schema import eval_reports
+
+    row = report_row(run_dir, report)
+    with db.tx() as conn:
+        conn.execute(eval_reports.delete().where(eval_reports.c.run_id == row["run_id"]))
+        conn.execute(eval_reports.insert().values(**row))
+
+
+def list_reports(eval_path: Path | str, db: Any = None) -> list[dict[str, Any]]:
+    """Summaries of the stored reports, newest first: those under ``eval_path`` (with their paths)
+    and, given the main database ``db``, those any replica recorded there."""
+    rows = {row["run_id"]: row for row in (summary(r, d) for d, r in _stored(eval_path))}
+    if db is not None:
+        from agentstack.storage.schema import eval_reports
+
+        for rec in db.query(eval_reports.select()):
+            rows.setdefault(rec["run_id"], json.loads(rec["summary_json"]))
+    return sorted(rows.values(), key=lambda r: r.get("finished_at") or "", reverse=True)
 
 
 def load_report(ref: str | Path, eval_path: Path | str | None = None) -> dict[str, Any]:

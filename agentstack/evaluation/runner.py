@@ -251,4 +251,24 @@ async def run_suite(suite: Suite, settings: Any, *, suite_dir: Path = Path("."),
         "examples": records,
     }
     write_report(run_dir, report, html=html)
+    await asyncio.to_thread(_record, settings, run_dir, report)
     return RunOutcome(report, run_dir, len(todo), len(records) - len(ok))
+
+
+def _record(settings: Any, run_dir: Path, report: dict[str, Any]) -> None:
+    """Record the report's metadata in the main database (every replica lists it); a database
+    that cannot be opened costs the listing, never the report."""
+    if not hasattr(settings, "database_url"):
+        return
+    from agentstack.db import open_db
+    from agentstack.evaluation.reports import record_report
+
+    try:
+        db = open_db(settings)
+    except Exception as exc:  # noqa: BLE001  (the report files are written; say why it is not listed)
+        log.warning("eval report %s not recorded in the database: %s", report.get("run_id"), exc)
+        return
+    try:
+        record_report(db, run_dir, report)
+    finally:
+        db.close()

@@ -15,7 +15,12 @@ import logging
 import time
 from typing import Any
 
-from agentstack.storage.sqlite import Database
+import sqlalchemy as sa
+
+from agentstack.storage.database import Database
+from agentstack.storage.schema import conversations as C
+from agentstack.storage.schema import feedback as F
+from agentstack.storage.schema import responses as R
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +28,15 @@ log = logging.getLogger(__name__)
 def delete_user_data(db: Database, user_id: str, *, key_id: str | None = None) -> dict[str, int]:
     """Delete the conversations, responses and feedback of ``user_id`` (the ``X-User-Id`` an app
     sent), under every key or only ``key_id``. Returns the number of rows deleted per table."""
-    scope, params = ("AND key_id = ?", (user_id, key_id)) if key_id else ("", (user_id,))
+    def owned(table: sa.Table) -> sa.ColumnElement[bool]:
+        return sa.and_(table.c.user_id == user_id, *([table.c.key_id == key_id] if key_id else []))
+
     with db.tx() as conn:
-        feedback = conn.execute(f"DELETE FROM feedback WHERE user_id = ? {scope}", params).rowcount
+        feedback = conn.execute(F.delete().where(owned(F))).rowcount
         # votes others cast on this user's responses go too (the FK cascades, counted here first)
-        feedback += conn.execute(
-            f"DELETE FROM feedback WHERE response_id IN (SELECT id FROM responses WHERE user_id = ? {scope})",
-            params).rowcount
-        responses = conn.execute(f"DELETE FROM responses WHERE user_id = ? {scope}", params).rowcount
-        conversations = conn.execute(f"DELETE FROM conversations WHERE user_id = ? {scope}", params).rowcount
+        feedback += conn.execute(F.delete().where(F.c.response_id.in_(sa.select(R.c.id).where(owned(R))))).rowcount
+        responses = conn.execute(R.delete().where(owned(R))).rowcount
+        conversations = conn.execute(C.delete().where(owned(C))).rowcount
     counts = {"conversations": conversations, "responses": responses, "feedback": feedback}
     log.info("deleted user data: %s", counts)
     return counts
@@ -45,11 +50,11 @@ def purge_expired(db: Database, retention_days: int | None, *, now: float | None
         return {"cutoff": None, "conversations": 0, "responses": 0, "feedback": 0}
     cutoff = (now if now is not None else time.time()) - retention_days * 86400
     with db.tx() as conn:
-        feedback = conn.execute("DELETE FROM feedback WHERE updated_at < ?", (cutoff,)).rowcount
-        feedback += conn.execute("DELETE FROM feedback WHERE response_id IN (SELECT id FROM responses WHERE "
-                                 "created_at < ?)", (cutoff,)).rowcount
-        conversations = conn.execute("DELETE FROM conversations WHERE updated_at < ?", (cutoff,)).rowcount
-        responses = conn.execute("DELETE FROM responses WHERE created_at < ?", (cutoff,)).rowcount
+        feedback = conn.execute(F.delete().where(F.c.updated_at < cutoff)).rowcount
+        feedback += conn.execute(F.delete().where(F.c.response_id.in_(
+            sa.select(R.c.id).where(R.c.created_at < cutoff)))).rowcount
+        conversations = conn.execute(C.delete().where(C.c.updated_at < cutoff)).rowcount
+        responses = conn.execute(R.delete().where(R.c.created_at < cutoff)).rowcount
     counts = {"cutoff": cutoff, "conversations": conversations, "responses": responses, "feedback": feedback}
     if conversations or responses or feedback:
         log.info("retention purge (%s days): %s", retention_days, counts)

@@ -17,7 +17,11 @@ from typing import Any, Literal
 
 from agentstack.errors import InvalidRequestError, NotFoundError
 from agentstack.history.store import ResponseRecord, ResponseStore, new_id
-from agentstack.storage.sqlite import Database
+import sqlalchemy as sa
+
+from agentstack.storage.database import Database
+from agentstack.storage.schema import feedback as F
+from agentstack.storage.schema import responses as R
 
 Rating = Literal["up", "down"]
 RATINGS = ("up", "down")
@@ -79,58 +83,43 @@ class FeedbackStore:
                                 fix="vote with the id of a response served to this user (the `id` of a chat "
                                     "completion or of a /v1/chat answer)")
         now = time.time()
-        with self.db.tx() as conn:
-            row = conn.execute("SELECT id, created_at FROM feedback WHERE response_id = ? AND key_id = ? AND "
-                               "user_id = ?", (response_id, key_id, user_id)).fetchone()
-            if row is None:
-                fid, created, new = new_id("fb"), now, True
-                conn.execute("INSERT INTO feedback (id, response_id, key_id, user_id, rating, comment, correction, "
-                             "model_version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             (fid, response_id, key_id, user_id, rating, comment, correction, rec.model_version,
-                              now, now))
-            else:
-                fid, created, new = row["id"], row["created_at"], False
-                conn.execute("UPDATE feedback SET rating = ?, comment = ?, correction = ?, updated_at = ? "
-                             "WHERE id = ?", (rating, comment, correction, now, fid))
+        fid = new_id("fb")
+        with self.db.tx() as conn:  # one upsert: replicas voting at once end with one row, the last vote
+            row = conn.execute(_upsert_vote(self.db.dialect, dict(
+                id=fid, response_id=response_id, key_id=key_id, user_id=user_id, rating=rating, comment=comment,
+                correction=correction, model_version=rec.model_version, created_at=now, updated_at=now))).one()
+        fid, created, new = row.id, row.created_at, row.id == fid
         return Feedback(fid, response_id, key_id, user_id, rating, rec.model_version, created, now, comment,
                         correction), new
 
     def get(self, feedback_id: str) -> Feedback | None:
-        rows = self.db.query("SELECT * FROM feedback WHERE id = ?", (feedback_id,))
+        rows = self.db.query(F.select().where(F.c.id == feedback_id))
         return Feedback(**dict(rows[0])) if rows else None
 
     def for_response(self, response_id: str, *, key_id: str, user_id: str) -> Feedback | None:
-        rows = self.db.query("SELECT * FROM feedback WHERE response_id = ? AND key_id = ? AND user_id = ?",
-                             (response_id, key_id, user_id))
+        rows = self.db.query(F.select().where(F.c.response_id == response_id, F.c.key_id == key_id,
+                                              F.c.user_id == user_id))
         return Feedback(**dict(rows[0])) if rows else None
 
     # -- reading for training and export ----------------------------------------------------------
     def voted(self, *, since: float | None = None, until: float | None = None, key_id: str | None = None,
               model_version: str | None = None, limit: int | None = None) -> list[Voted]:
         """Votes in the window (by the time they were last cast), oldest first, with their responses."""
-        where, params = _window(since, until, key_id, model_version, alias="f")
-        sql = (f"SELECT f.*, r.id AS r_id FROM feedback f JOIN responses r ON r.id = f.response_id {where} "
-               "ORDER BY f.updated_at, f.id")
+        stmt = (sa.select(F).join(R, R.c.id == F.c.response_id).where(*_window(since, until, key_id, model_version))
+                .order_by(F.c.updated_at, F.c.id))
         if limit:
-            sql += f" LIMIT {int(limit)}"
-        rows = self.db.query(sql, params)
-        ids = [r["r_id"] for r in rows]
-        responses = self._responses(ids)
-        out = []
-        for row in rows:
-            data = dict(row)
-            data.pop("r_id")
-            out.append(Voted(Feedback(**data), responses[row["response_id"]]))
-        return out
+            stmt = stmt.limit(int(limit))
+        rows = self.db.query(stmt)
+        responses = self._responses([r["response_id"] for r in rows])
+        return [Voted(Feedback(**dict(row)), responses[row["response_id"]]) for row in rows]
 
     def siblings(self, group_ids: list[str]) -> dict[str, list[ResponseRecord]]:
         """Every response of the given sibling groups (a group = a prompt's regenerated answers,
         keyed by the first answer's id), with or without votes."""
         out: dict[str, list[ResponseRecord]] = {g: [] for g in group_ids}
         for chunk in _chunks(group_ids, 400):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.query(f"SELECT * FROM responses WHERE id IN ({marks}) OR parent_id IN ({marks}) "
-                                 "ORDER BY created_at", (*chunk, *chunk))
+            rows = self.db.query(R.select().where(sa.or_(R.c.id.in_(chunk), R.c.parent_id.in_(chunk)))
+                                 .order_by(R.c.created_at))
             for row in rows:
                 rec = ResponseStore._from_row(row)
                 out.setdefault(rec.parent_id or rec.id, []).append(rec)
@@ -139,8 +128,7 @@ class FeedbackStore:
     def _responses(self, ids: list[str]) -> dict[str, ResponseRecord]:
         found: dict[str, ResponseRecord] = {}
         for chunk in _chunks(sorted(set(ids)), 800):
-            marks = ",".join("?" * len(chunk))
-            for row in self.db.query(f"SELECT * FROM responses WHERE id IN ({marks})", tuple(chunk)):
+            for row in self.db.query(R.select().where(R.c.id.in_(chunk))):
                 rec = ResponseStore._from_row(row)
                 found[rec.id] = rec
         return found
@@ -150,18 +138,19 @@ class FeedbackStore:
               bucket: str = "day") -> dict[str, Any]:
         """Counts and up-ratio per model version, overall and per time bucket (UTC ``day``,
         ``week`` or ``hour``). ``key_id`` restricts to one app key."""
-        formats = {"hour": "%Y-%m-%dT%H:00Z", "day": "%Y-%m-%d", "week": "%Y-W%W"}
-        if bucket not in formats:
-            raise InvalidRequestError(f"bucket must be one of {sorted(formats)}, got {bucket!r}", param="bucket")
-        where, params = _window(since, until, key_id, None, alias="")
+        if bucket not in _BUCKETS:
+            raise InvalidRequestError(f"bucket must be one of {sorted(_BUCKETS)}, got {bucket!r}", param="bucket")
+        where = _window(since, until, key_id, None)
+        up, down = _count(F.c.rating == "up").label("up"), _count(F.c.rating == "down").label("down")
+        first_at = sa.func.min(F.c.updated_at).label("first_at")
         rows = self.db.query(
-            f"SELECT model_version, sum(rating = 'up') AS up, sum(rating = 'down') AS down, "
-            f"sum(correction IS NOT NULL) AS corrections, min(updated_at) AS first_at, max(updated_at) AS last_at "
-            f"FROM feedback {where} GROUP BY model_version ORDER BY first_at", params)
+            sa.select(F.c.model_version, up, down, _count(F.c.correction.is_not(None)).label("corrections"), first_at,
+                      sa.func.max(F.c.updated_at).label("last_at"))
+            .where(*where).group_by(F.c.model_version).order_by(first_at))
+        period = _period(self.db.dialect, bucket).label("period")
         series = self.db.query(
-            f"SELECT strftime('{formats[bucket]}', updated_at, 'unixepoch') AS period, model_version, "
-            f"sum(rating = 'up') AS up, sum(rating = 'down') AS down FROM feedback {where} "
-            "GROUP BY period, model_version ORDER BY period, model_version", params)
+            sa.select(period, F.c.model_version, up, down).where(*where)
+            .group_by(period, F.c.model_version).order_by(period, F.c.model_version))
         versions = [_ratio(dict(r)) for r in rows]
         total_up = sum(v["up"] for v in versions)
         total_down = sum(v["down"] for v in versions)
@@ -177,23 +166,54 @@ def _ratio(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _window(since: float | None, until: float | None, key_id: str | None, model_version: str | None,
-            alias: str) -> tuple[str, tuple[Any, ...]]:
-    p = f"{alias}." if alias else ""
-    clauses, params = [], []
+def _window(since: float | None, until: float | None, key_id: str | None,
+            model_version: str | None) -> list[sa.ColumnElement[bool]]:
+    clauses = []
     if since is not None:
-        clauses.append(f"{p}updated_at >= ?")
-        params.append(since)
+        clauses.append(F.c.updated_at >= since)
     if until is not None:
-        clauses.append(f"{p}updated_at < ?")
-        params.append(until)
+        clauses.append(F.c.updated_at < until)
     if key_id is not None:
-        clauses.append(f"{p}key_id = ?")
-        params.append(key_id)
+        clauses.append(F.c.key_id == key_id)
     if model_version is not None:
-        clauses.append(f"{p}model_version = ?")
-        params.append(model_version)
-    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+        clauses.append(F.c.model_version == model_version)
+    return clauses
+
+
+def _count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+    return sa.func.sum(sa.case((condition, 1), else_=0))
+
+
+# UTC time buckets of ``feedback.updated_at`` (Unix seconds), as SQLite strftime / Postgres to_char formats
+_BUCKETS = {"hour": ("%Y-%m-%dT%H:00Z", 'YYYY-MM-DD"T"HH24":00Z"'), "day": ("%Y-%m-%d", "YYYY-MM-DD"),
+            "week": ("%Y-W%W", None)}
+
+
+def _period(dialect: str, bucket: str) -> sa.ColumnElement[str]:
+    sqlite_fmt, pg_fmt = _BUCKETS[bucket]
+    if dialect != "postgresql":
+        return sa.func.strftime(sqlite_fmt, F.c.updated_at, "unixepoch")
+    at = sa.func.timezone("UTC", sa.func.to_timestamp(F.c.updated_at))
+    if pg_fmt is not None:
+        return sa.func.to_char(at, pg_fmt)
+    # SQLite's (and C's) %W: (day of year from 0 + 7 - weekday from Monday = 0) // 7
+    yday = sa.cast(sa.func.extract("doy", at), sa.Integer) - 1
+    wday = sa.cast(sa.func.extract("isodow", at), sa.Integer) - 1
+    week = (yday + 7 - wday) // 7
+    return sa.func.to_char(at, "YYYY") + "-W" + sa.func.lpad(sa.cast(week, sa.Text), 2, "0")
+
+
+def _upsert_vote(dialect: str, values: dict[str, Any]) -> sa.Executable:
+    """Insert a vote, or update the user's earlier vote on that response; returns (id, created_at)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(F).values(**values)
+    return stmt.on_conflict_do_update(
+        index_elements=["response_id", "key_id", "user_id"],
+        set_={c: stmt.excluded[c] for c in ("rating", "comment", "correction", "updated_at")},
+    ).returning(F.c.id, F.c.created_at)
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

@@ -14,7 +14,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agentstack.storage.sqlite import Database
+import sqlalchemy as sa
+
+from agentstack.storage.database import Database
+from agentstack.storage.schema import conversations as C
+from agentstack.storage.schema import responses as R
 
 
 def new_id(prefix: str) -> str:
@@ -62,13 +66,11 @@ class ResponseStore:
         for attr, column in _JSON.items():
             value = row.pop(attr)
             row[column] = json.dumps(value, ensure_ascii=False) if value is not None else None
-        columns = ", ".join(row)
-        marks = ", ".join(f":{c}" for c in row)
         with self.db.tx() as conn:
-            conn.execute(f"INSERT INTO responses ({columns}) VALUES ({marks})", row)
+            conn.execute(R.insert().values(**row))
 
     def get(self, response_id: str) -> ResponseRecord | None:
-        rows = self.db.query("SELECT * FROM responses WHERE id = ?", (response_id,))
+        rows = self.db.query(R.select().where(R.c.id == response_id))
         return self._from_row(rows[0]) if rows else None
 
     @staticmethod
@@ -92,27 +94,26 @@ class ConversationStore:
         conv_id = new_id("conv")
         now = time.time()
         with self.db.tx() as conn:
-            conn.execute("INSERT INTO conversations (id, key_id, user_id, title, mode, index_name, created_at, "
-                         "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (conv_id, key_id, user_id, title[:120], mode, index_name, now, now))
+            conn.execute(C.insert().values(id=conv_id, key_id=key_id, user_id=user_id, title=title[:120], mode=mode,
+                                           index_name=index_name, created_at=now, updated_at=now))
         return conv_id
 
     def get(self, conv_id: str, *, key_id: str, user_id: str) -> dict[str, Any]:
         """The conversation if this user owns it; NotFoundError otherwise (existence is not revealed)."""
         from agentstack.errors import NotFoundError
 
-        rows = self.db.query("SELECT * FROM conversations WHERE id = ? AND key_id = ? AND user_id = ?",
-                             (conv_id, key_id, user_id))
+        rows = self.db.query(C.select().where(C.c.id == conv_id, C.c.key_id == key_id, C.c.user_id == user_id))
         if not rows:
             raise NotFoundError(f"conversation {conv_id!r} not found", param="conversation_id")
         return dict(rows[0])
 
     def turns(self, conv_id: str) -> list[ResponseRecord]:
         """The newest sibling of each turn, in turn order."""
-        rows = self.db.query(
-            "SELECT * FROM responses r WHERE conversation_id = ? AND created_at = (SELECT max(created_at) FROM "
-            "responses s WHERE s.conversation_id = r.conversation_id AND s.turn = r.turn) ORDER BY turn",
-            (conv_id,))
+        s = R.alias("s")
+        newest = sa.select(sa.func.max(s.c.created_at)).where(s.c.conversation_id == R.c.conversation_id,
+                                                               s.c.turn == R.c.turn).scalar_subquery()
+        rows = self.db.query(R.select().where(R.c.conversation_id == conv_id, R.c.created_at == newest)
+                             .order_by(R.c.turn))
         return [ResponseStore._from_row(r) for r in rows]
 
     def history(self, conv_id: str) -> list[dict[str, Any]]:
@@ -124,25 +125,24 @@ class ConversationStore:
         return messages
 
     def next_turn(self, conv_id: str) -> int:
-        row = self.db.query("SELECT coalesce(max(turn), -1) + 1 AS t FROM responses WHERE conversation_id = ?",
-                            (conv_id,))
+        row = self.db.query(sa.select((sa.func.coalesce(sa.func.max(R.c.turn), -1) + 1).label("t"))
+                            .where(R.c.conversation_id == conv_id))
         return int(row[0]["t"])
 
     def touch(self, conv_id: str) -> None:
         with self.db.tx() as conn:
-            conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (time.time(), conv_id))
+            conn.execute(C.update().where(C.c.id == conv_id).values(updated_at=time.time()))
 
     def list(self, *, key_id: str, user_id: str, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        rows = self.db.query(
-            "SELECT c.*, (SELECT count(DISTINCT turn) FROM responses r WHERE r.conversation_id = c.id) AS turns "
-            "FROM conversations c WHERE key_id = ? AND user_id = ? ORDER BY updated_at DESC LIMIT ? OFFSET ?",
-            (key_id, user_id, limit, offset))
+        turns = (sa.select(sa.func.count(sa.distinct(R.c.turn))).where(R.c.conversation_id == C.c.id)
+                 .scalar_subquery().label("turns"))
+        rows = self.db.query(sa.select(C, turns).where(C.c.key_id == key_id, C.c.user_id == user_id)
+                             .order_by(C.c.updated_at.desc()).limit(limit).offset(offset))
         return [dict(r) for r in rows]
 
     def detail(self, conv_id: str) -> list[dict[str, Any]]:
         """Every turn with all its siblings (oldest first), for reading a conversation back."""
-        rows = self.db.query("SELECT * FROM responses WHERE conversation_id = ? ORDER BY turn, created_at",
-                             (conv_id,))
+        rows = self.db.query(R.select().where(R.c.conversation_id == conv_id).order_by(R.c.turn, R.c.created_at))
         turns: dict[int, list[ResponseRecord]] = {}
         for row in rows:
             rec = ResponseStore._from_row(row)
@@ -152,8 +152,8 @@ class ConversationStore:
 
     def delete(self, conv_id: str) -> None:
         with self.db.tx() as conn:
-            conn.execute("DELETE FROM responses WHERE conversation_id = ?", (conv_id,))
-            conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
+            conn.execute(R.delete().where(R.c.conversation_id == conv_id))
+            conn.execute(C.delete().where(C.c.id == conv_id))
 
 
 def public_response(rec: ResponseRecord) -> dict[str, Any]:

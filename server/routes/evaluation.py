@@ -39,7 +39,7 @@ def _run_dir(eval_path: Path, run_id: str) -> Path:
 async def list_eval_reports(op: Operator, svc: Svc) -> dict[str, Any]:
     from agentstack.evaluation.reports import list_reports
 
-    rows = await asyncio.to_thread(list_reports, svc.settings.eval_path)
+    rows = await asyncio.to_thread(list_reports, svc.settings.eval_path, getattr(svc, "db", None))
     data = []
     for row in rows:
         html = row.pop("html_path", None)

@@ -48,6 +48,12 @@ async def _audit(svc: Services, op: Principal, action: str, target: str, detail:
                  outcome: str = "ok") -> None:
     await asyncio.to_thread(svc.audit.record, key_id=op.key_id, user_id=op.user_id, action=action, target=target,
                             detail=detail, outcome=outcome)
+    if outcome != "ok" and outcome != "partial" or svc.shared is None:
+        return
+    from agentstack.state.base import INDEX_CHANNEL
+
+    # tell every replica the index changed (index backends shared between replicas refresh on it)
+    await asyncio.to_thread(svc.shared.publish, INDEX_CHANNEL, {"index": target, "action": action})
 
 
 class SearchBody(BaseModel):

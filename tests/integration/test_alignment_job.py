@@ -65,6 +65,11 @@ def test_the_round_trains_gates_and_promotes(server, finished_job):
     assert set(checks) == {"kl", "perplexity", "pair_preference", "win_rate", "refusal", "compliance"}
     assert checks["kl"]["value"] >= 0 and checks["kl"]["detail"]["tokens"] > 0
     assert checks["refusal"]["detail"]["n"] == 2 and checks["win_rate"]["status"] == "skipped"
+    # the worker judged the candidate on the configured engine kind (llamacpp, the default): as the GGUF
+    # LoRA that will serve it, with the converter recorded
+    served = gate["served_format"]
+    assert served["engine"] == "llamacpp" and served["format"] == "Q4_1"
+    assert served["adapter"]["converter"].startswith("agentstack.engines.llamacpp.lora/")
     assert job["promotion"]["status"] == "promoted" and job["promotion"]["active"] == "v1-dpo"
 
 

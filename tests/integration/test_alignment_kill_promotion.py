@@ -57,7 +57,16 @@ def test_killed_promotions(embedded_engine, tmp_path):
     data = tmp_path / "data"
     version = register(data / "registry", random_adapter(embedded_engine, tmp_path / "adapter", seed=7, scale=0.5))
     base = embedded_engine.base_name
-    state = data / "registry" / "active.json"
+
+    def persisted() -> str | None:  # the served version as the database holds it
+        import sqlite3
+
+        conn = sqlite3.connect(data / "agentstack.db")
+        try:
+            row = conn.execute("SELECT active FROM model_state").fetchone()
+        finally:
+            conn.close()
+        return row[0] if row else None
 
     child = Child(data, "promote.loaded")  # dies after loading the adapter, before the swap
     try:
@@ -67,7 +76,7 @@ def test_killed_promotions(embedded_engine, tmp_path):
         assert child.proc.wait(30) == -9
     finally:
         child.stop()
-    assert not state.exists() or '"active": "' + base in state.read_text()
+    assert persisted() in (None, base)
 
     child = Child(data, "promote.activated")  # restarted: still the previous version; dies after the swap
     try:
@@ -78,6 +87,7 @@ def test_killed_promotions(embedded_engine, tmp_path):
         assert child.proc.wait(30) == -9
     finally:
         child.stop()
+    assert persisted() == version
 
     child = Child(data, "none")  # the swap was persisted: the restart restores the new version
     try:

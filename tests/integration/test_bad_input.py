@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import APP_KEY
+from tests.conftest import APP_KEY, ENGINE_KINDS, kind_server
 
 pytestmark = pytest.mark.integration
 HEADERS = {"Authorization": f"Bearer {APP_KEY}"}
@@ -13,13 +13,9 @@ GOOD = {"model": "agentstack", "messages": [{"role": "user", "content": "Say hi.
         "temperature": 0}
 
 
-@pytest.fixture(scope="module")
-def server(embedded_engine, tmp_path_factory):
-    from server.app import create_app
-    from tests.conftest import LiveServer, make_settings
-
-    settings = make_settings(tmp_path_factory.mktemp("bad"), server={"max_body_bytes": 200_000})
-    with LiveServer(create_app(settings, engine=embedded_engine)) as srv:
+@pytest.fixture(scope="module", params=ENGINE_KINDS)
+def server(request, tmp_path_factory):
+    with kind_server(request, tmp_path_factory, "bad", server={"max_body_bytes": 200_000}) as srv:
         yield srv
 
 

@@ -1,11 +1,12 @@
 """The ChatEngine contract, one suite over every backend (no HTTP mocks):
 
-* ``embedded``: SmolLM2 in this process;
-* ``agentstack``: the ``openai`` engine talking to a real agentstack server on loopback;
+* ``llamacpp``: llama.cpp in this process (the default engine), on the shipped SmolLM2 GGUF;
+* ``embedded``: the torch engine in this process;
+* ``agentstack``: the ``openai`` engine talking to a real agentstack server on loopback (llamacpp);
 * ``vllm``: the ``openai`` engine talking to a real vLLM (marked ``vllm``: ``make test-vllm``).
 
-Each backend serves the same SmolLM2 weights. Adding a backend is one more entry in ``BACKENDS``
-and a branch in the ``backend`` fixture. Where the backends differ, the test says so.
+Each backend serves SmolLM2-135M-Instruct. Adding a backend is one more entry in ``BACKENDS`` and a
+branch in the ``backend`` fixture. Where the backends differ, the test says so.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from tests.conftest import OPERATOR_KEY
 from tests.integration.test_tool_calling import MULTIPLY, WEATHER
 
 pytestmark = pytest.mark.integration
-Q = [{"role": "user", "content": "What is the capital of France?"}]
-BACKENDS = ["embedded", "agentstack", pytest.param("vllm", marks=pytest.mark.vllm)]
+Q = [{"role": "user", "content": "Which city is the capital of France?"}]
+BACKENDS = ["llamacpp", "embedded", "agentstack", pytest.param("vllm", marks=pytest.mark.vllm)]
 
 @dataclass
 class Backend:
@@ -38,14 +39,15 @@ class Backend:
     engine: ChatEngine
     model: str
     running: Callable[[], int]  # requests generating on the backend now
+    tokenizer: Any  # the in-process engine whose chat template and tokenizer the backend uses
 
 
 @pytest.fixture(scope="module")
-def agentstack_server(embedded_engine, tmp_path_factory):
+def agentstack_server(llamacpp_engine, tmp_path_factory):
     from server.app import create_app
     from tests.conftest import LiveServer, make_settings
 
-    with LiveServer(create_app(make_settings(tmp_path_factory.mktemp("contract")), engine=embedded_engine)) as srv:
+    with LiveServer(create_app(make_settings(tmp_path_factory.mktemp("contract")), engine=llamacpp_engine)) as srv:
         yield srv
 
 
@@ -64,19 +66,20 @@ def openai_engine(base_url: str, **settings: Any):
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request, embedded_engine):
-    if request.param == "embedded":
-        yield Backend("embedded", embedded_engine, embedded_engine.base_name,
-                      lambda: embedded_engine.stats()["running"])
+def backend(request):
+    if request.param in ("llamacpp", "embedded"):
+        engine = request.getfixturevalue(f"{request.param}_engine")
+        yield Backend(request.param, engine, engine.base_name, lambda: engine.stats()["running"], engine)
         return
     if request.param == "agentstack":
-        server = request.getfixturevalue("agentstack_server")
+        server, served = request.getfixturevalue("agentstack_server"), request.getfixturevalue("llamacpp_engine")
         engine = openai_engine(f"{server.url}/v1", api_key=OPERATOR_KEY)
-        yield Backend("agentstack", engine, "agentstack", lambda: embedded_engine.stats()["running"])
+        yield Backend("agentstack", engine, "agentstack", lambda: served.stats()["running"], served)
     else:
         vllm = request.getfixturevalue("vllm_server")
-        engine = openai_engine(vllm.base_url)
-        yield Backend("vllm", engine, vllm.served_name, lambda: vllm_running(vllm.url))
+        engine = openai_engine(vllm.base_url)  # vLLM renders with the Hugging Face tokenizer, as the torch engine
+        yield Backend("vllm", engine, vllm.served_name, lambda: vllm_running(vllm.url),
+                      request.getfixturevalue("embedded_engine"))
     asyncio.run(engine.aclose())
 
 
@@ -143,16 +146,16 @@ def test_logprobs(backend):
 
 
 # -- tokens and context --------------------------------------------------------------------------------
-def test_count_tokens_and_context_length(backend, embedded_engine):
-    assert run(backend.engine.count_tokens(Q, backend.model)) == len(embedded_engine.render(Q)[1])
+def test_count_tokens_and_context_length(backend):
+    assert run(backend.engine.count_tokens(Q, backend.model)) == len(backend.tokenizer.render(Q)[1])
     assert run(backend.engine.count_text_tokens("hello world", backend.model)) == 2
     assert backend.engine.context_length(backend.model) == 8192
     assert any(m.id == backend.model for m in backend.engine.models())
 
 
-def test_max_tokens_past_the_context_is_cut_to_the_room(backend, embedded_engine):
+def test_max_tokens_past_the_context_is_cut_to_the_room(backend):
     messages = [{"role": "user", "content": "hi " * 8140}]
-    room = 8192 - len(embedded_engine.render(messages)[1])
+    room = 8192 - len(backend.tokenizer.render(messages)[1])
     assert 0 < room < 60
     result = chat(backend, messages, params=SamplingParams(temperature=0, max_tokens=500, ignore_eos=True))
     assert result.usage.completion_tokens == room and result.choices[0].finish_reason == "length"
@@ -303,7 +306,7 @@ def test_server_side_tool_calls_are_folded_from_streamed_deltas(request, kind):
         url, model, key = vllm.base_url, vllm.served_name, None
     engine = openai_engine(url, api_key=key, tool_calls="server")
     try:
-        b = Backend(kind, engine, model, lambda: 0)
+        b = Backend(kind, engine, model, lambda: 0, None)
         for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
             _, finish, calls = _call(b, choice, "Is it raining in Paris?", stream=True)
             assert finish == "tool_calls" and calls and calls[0]["id"]

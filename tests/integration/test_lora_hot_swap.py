@@ -135,7 +135,11 @@ def test_active_version_survives_restart(tmp_path, embedded_engine, adapter):
 
     asyncio.run(embedded_engine.load_adapter("v-persist", adapter))
     try:
-        state = tmp_path / "active.json"
+        from agentstack.config import load_settings
+        from agentstack.db import open_db
+        from agentstack.state.records import ModelState
+
+        state = ModelState(open_db(load_settings(data_dir=tmp_path / "data")), "agentstack")
         ModelRouter(embedded_engine, "agentstack", state).activate("v-persist")
         assert ModelRouter(embedded_engine, "agentstack", state).active == "v-persist"
     finally:

@@ -1,5 +1,6 @@
-"""Constrained decoding: JSON schema, choice and regex outputs always parse, through the server and
-through the openai engine (which sends vLLM's structured-output fields to the real server)."""
+"""Constrained decoding: JSON schema, choice, regex and Lark outputs always parse, through the server
+(on llama.cpp and on torch) and through the openai engine (which sends vLLM's structured-output
+fields to the real server)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from agentstack.config import EngineSettings
 from agentstack.engines.base import ChatRequest
 from agentstack.engines.params import SamplingParams, StructuredOutput
-from tests.conftest import APP_KEY
+from tests.conftest import APP_KEY, ENGINE_KINDS, kind_server
 
 pytestmark = pytest.mark.integration
 
@@ -22,12 +23,9 @@ SCHEMA = {"type": "object", "additionalProperties": False, "required": ["score",
 ASK = [{"role": "user", "content": "Rate the answer 'Paris is the capital of France' from 1 to 5."}]
 
 
-@pytest.fixture(scope="module")
-def server(embedded_engine, tmp_path_factory):
-    from server.app import create_app
-    from tests.conftest import LiveServer, make_settings
-
-    with LiveServer(create_app(make_settings(tmp_path_factory.mktemp("structured")), engine=embedded_engine)) as srv:
+@pytest.fixture(scope="module", params=ENGINE_KINDS)
+def server(request, tmp_path_factory):
+    with kind_server(request, tmp_path_factory, "structured") as srv:
         yield srv
 
 
@@ -77,3 +75,22 @@ def test_openai_engine_sends_structured_outputs(server):
     a, b = asyncio.run(go())
     assert 1 <= json.loads(a.text)["score"] <= 5
     assert b.text in ("A", "B", "C")
+
+
+def test_lark_grammar_and_key_order(server):
+    """A Lark grammar (llguidance dialect) constrains the answer; a schema's keys come in its order."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {APP_KEY}"}
+    grammar = 'start: "yes" | "no" | "maybe " NUMBER\nNUMBER: /[0-9]{1,2}/\n'
+    for seed in (1, 2, 3):
+        r = httpx.post(f"{server.url}/v1/chat/completions", headers=headers, timeout=60, json={
+            "model": "agentstack", "messages": ASK, "max_tokens": 8, "temperature": 1.0, "seed": seed,
+            "structured_outputs": {"grammar": grammar}})
+        assert re.fullmatch(r"yes|no|maybe [0-9]{1,2}", r.json()["choices"][0]["message"]["content"]), r.text
+    ordered = {"type": "object", "additionalProperties": False, "required": ["zeta", "alpha"],
+               "properties": {"zeta": {"type": "integer"}, "alpha": {"type": "string", "maxLength": 10}}}
+    r = httpx.post(f"{server.url}/v1/chat/completions", headers=headers, timeout=60, json={
+        "model": "agentstack", "messages": ASK, "max_tokens": 40, "temperature": 0,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "o", "schema": ordered}}})
+    assert list(json.loads(r.json()["choices"][0]["message"]["content"])) == ["zeta", "alpha"]

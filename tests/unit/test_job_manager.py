@@ -115,3 +115,63 @@ def test_passed_candidates_are_promoted_once_and_audited(manager):
     assert status == {"pass": "promoted", "reject": "rejected_by_gate", "manual": "not_requested"}
     audit = manager.audit.list(action="model.promote")
     assert audit[0]["key_id"] == "op1" and audit[0]["detail"]["auto"] is True
+
+
+def test_a_worker_on_another_host_is_judged_by_its_heartbeat(manager):
+    job = manager.jobs.create(method="dpo", spec={}, created_by="op1")
+    manager.jobs.update(job.id, status="running", host="other-host", pid=1, heartbeat_at=time.time())
+    assert manager.check() == []  # beating: adopted, left running
+    manager.jobs.update(job.id, heartbeat_at=time.time() - manager.settings.alignment.worker_timeout_s - 5)
+    assert manager.check() == [job.id]
+    lost = manager.jobs.get(job.id)
+    assert lost.status == "failed" and "no heartbeat" in lost.error
+
+
+def test_a_cancel_written_by_any_replica_stops_the_worker_through_its_heartbeat(manager, settings):
+    """The worker's own heartbeat thread reads `cancelling` and stops it: no signal from a replica."""
+    job = manager.jobs.create(method="dpo", spec={}, created_by="op1")
+    code = ("import json, os, signal, sys, threading, time\n"
+            "from agentstack.alignment.jobs import JobStore\n"
+            "from agentstack.alignment.worker import heartbeat\n"
+            "from agentstack.config import load_settings\n"
+            "from agentstack.db import open_db\n"
+            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))\n"
+            "jobs = JobStore(open_db(load_settings()), sys.argv[2])\n"
+            "threading.Thread(target=heartbeat, args=(jobs, sys.argv[1], 0.1, 5.0, threading.Event()),"
+            " daemon=True).start()\n"
+            "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, job.id, str(manager.jobs.jobs_dir)],
+                            start_new_session=True)
+    try:
+        manager.jobs.update(job.id, status="running", host="other-host")  # not signalable from here
+        assert wait_until(lambda: manager.jobs.get(job.id).heartbeat_at is not None)
+        manager.jobs.update(job.id, status="cancelling")  # what POST .../cancel on another replica writes
+        assert wait_until(lambda: proc.poll() is not None, timeout=20)
+        assert proc.returncode == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_the_monitor_keeps_its_lease_through_a_long_pass(manager):
+    """A pass longer than the lease (a promotion waiting for replicas) must not let a second replica
+    run the monitor meanwhile; once the holder stops renewing, another takes over."""
+    from agentstack.state.records import Lease
+
+    manager.lease.ttl_s = 0.3
+    other = Lease(manager.db, "monitor", "other-replica", 0.3)
+    seen = []
+
+    async def long_pass():
+        for _ in range(5):
+            await asyncio.sleep(0.2)
+            seen.append(await asyncio.to_thread(other.acquire))
+
+    async def scenario():
+        assert await asyncio.to_thread(manager.lease.acquire)
+        await manager._holding_lease(long_pass())
+
+    asyncio.run(scenario())
+    assert seen == [False] * 5
+    time.sleep(0.4)
+    assert other.acquire()

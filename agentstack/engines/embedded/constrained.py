@@ -125,7 +125,6 @@ def _cached_grammar(key: str) -> str:
 def compile_constraint(tokenizer: Any, structured: StructuredOutput, eos_ids: frozenset[int],
                        vocab_size: int) -> Constraint:
     lltok = _lltokenizer(tokenizer)
-    # The key keeps the schema's key order: a JSON schema's property order is the order the
-    # object is generated in, so two schemas differing only in order are different constraints.
+    # no sort_keys: a schema's property order is the order the model writes the keys in
     key = json.dumps([structured.kind, structured.value])
     return Constraint(lltok, _cached_grammar(key), eos_ids, vocab_size)

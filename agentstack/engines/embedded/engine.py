@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,17 +21,11 @@ from typing import Any
 
 from agentstack.config import EngineSettings
 from agentstack.engines import toolcalls
-from agentstack.engines.base import Capabilities, ChatRequest, ChatResult, ModelInfo, StreamEvent, Usage, collect
-from agentstack.engines.messages import normalize_messages
-from agentstack.engines.params import check_limits, resolve_max_tokens
-from agentstack.errors import (AgentstackError, EngineUnavailableError, InvalidRequestError, ModelNotFoundError,
-                               NotFoundError)
+from agentstack.engines.base import Capabilities, ChatRequest, StreamEvent, Usage
+from agentstack.engines.local import GenerationError, LocalEngine
+from agentstack.errors import AgentstackError, ConflictError, EngineUnavailableError, InvalidRequestError
 
 log = logging.getLogger(__name__)
-
-
-class GenerationError(AgentstackError):
-    code = "generation_failed"
 
 
 @dataclass
@@ -44,25 +37,17 @@ class LoadedModel:
     loaded_at: float
 
 
-class EmbeddedEngine:
+class EmbeddedEngine(LocalEngine):
     kind = "embedded"
     capabilities = Capabilities(streaming=True, structured_output=True, tools=True, lora=True, logprobs=True)
 
     def __init__(self, settings: EngineSettings, model_cache: Path, metrics: Any = None):
-        self.settings = settings
-        self.model_cache = Path(model_cache)
-        self.metrics = metrics
-        self.tokenizer: Any = None
-        self.base_name = ""
+        super().__init__(settings, model_cache, metrics)
         self.model_dir: Path | None = None
-        self._versions: dict[str, LoadedModel] = {}
-        self._lock = threading.Lock()
         self._scheduler: Any = None
         self._device: Any = None
-        self._ctx = 0
         self._eos: frozenset[int] = frozenset()
         self._vocab = 0
-        self.load_seconds: float | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -127,77 +112,18 @@ class EmbeddedEngine:
         if self._scheduler is None:
             raise EngineUnavailableError("the embedded engine is not warmed up", fix="call engine.warm_up() first")
 
-    # -- models -----------------------------------------------------------------------------------
-    def models(self) -> list[ModelInfo]:
-        with self._lock:
-            versions = list(self._versions.values())
-        return [ModelInfo(id=v.name, parent=v.parent, context_length=self._ctx, created=int(v.loaded_at),
-                          path=v.path) for v in versions]
-
-    def context_length(self, model: str) -> int:
-        self._get(model)
-        return self._ctx
-
-    def _get(self, model: str) -> LoadedModel:
-        with self._lock:
-            found = self._versions.get(model)
-            names = sorted(self._versions)
-        if found is None:
-            raise ModelNotFoundError(f"model {model!r} is not loaded; available: {', '.join(names)}",
-                                     param="model", fix="use one of the listed model names")
-        return found
-
-    # -- tokens -----------------------------------------------------------------------------------
-    def render(self, messages: list[dict[str, Any]]) -> tuple[str, list[int]]:
-        self._require_ready()
-        text = self.tokenizer.apply_chat_template(normalize_messages(messages), tokenize=False,
-                                                  add_generation_prompt=True)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return text, list(ids)
-
-    async def count_tokens(self, messages: list[dict[str, Any]], model: str) -> int:
-        self._get(model)
-        return len(self.render(messages)[1])
-
-    async def count_text_tokens(self, text: str, model: str) -> int:
-        self._require_ready()
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def truncate_text(self, text: str, max_tokens: int) -> str:
-        """The longest prefix of ``text`` within ``max_tokens`` tokens, cut at a token boundary."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) <= max_tokens:
-            return text
-        return self.tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
-
     def _decode_token(self, token: int) -> str:
         return self.tokenizer.decode([token], skip_special_tokens=False)
 
     # -- generation -------------------------------------------------------------------------------
-    async def chat(self, request: ChatRequest) -> ChatResult:
-        return await collect(self.stream(request), request.params.n)
-
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         from agentstack.engines.embedded.sampling import Sampler
         from agentstack.engines.embedded.scheduler import SeqEvent, Sequence
         from agentstack.engines.embedded.text import IncrementalText
 
-        self._require_ready()
-        params = request.params
-        s = self.settings
-        check_limits(params, max_tokens_limit=s.max_tokens_limit, max_n=s.max_n)
-        version = self._get(request.model)
-        messages, structured, tool_mode = request.messages, request.structured, False
-        if request.tools or request.tool_choice not in (None, "auto", "none"):
-            if structured is not None:
-                raise InvalidRequestError("response_format/structured outputs cannot be combined with tools",
-                                          param="response_format")
-            messages, structured, tool_mode = toolcalls.prepare(messages, request.tools, request.tool_choice,
-                                                                request.parallel_tool_calls is not False)
-        prompt, ids = self.render(messages)
-        max_new = resolve_max_tokens(params, prompt_tokens=len(ids), context_length=self._ctx,
-                                     default_max_tokens=s.default_max_tokens)
-        constraint = self._constraint(structured)
+        prep = self._prepare(request)
+        params, version, prompt, ids, max_new = request.params, prep.version, prep.prompt, prep.ids, prep.max_new
+        constraint = self._constraint(prep.structured)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, SeqEvent]] = asyncio.Queue()
 
@@ -220,7 +146,7 @@ class EmbeddedEngine:
                                  sink=sink_for(i), decode_token=self._decode_token,
                                  stop_token_ids=frozenset(params.stop_token_ids)))
         self._scheduler.submit(seqs)
-        calls = [toolcalls.CallCollector() if tool_mode else None for _ in range(params.n)]
+        calls = [toolcalls.CallCollector() if prep.tool_mode else None for _ in range(params.n)]
         try:
             remaining, completion = params.n, [0] * params.n
             while remaining:
@@ -255,20 +181,13 @@ class EmbeddedEngine:
 
     # -- adapters ---------------------------------------------------------------------------------
     async def load_adapter(self, name: str, path: Path) -> None:
-        """Load (or reload in place: idempotent, like vLLM's ``load_inplace``) adapter ``name``.
-        Sequences already running keep the weights they started with."""
-        self._require_ready()
-        if name == self.base_name:
-            raise InvalidRequestError(f"the adapter name {name!r} conflicts with the base model", param="lora_name",
-                                      fix="pick another name")
-        path = Path(path)
-        if not (path / "adapter_config.json").is_file():
-            raise NotFoundError(f"no LoRA adapter at {path} (adapter_config.json missing)", param="lora_path",
-                                fix="give the directory written by the trainer or by peft's save_pretrained")
+        path = self._check_new_adapter(name, path)
         from agentstack.compute import worker
 
         module = await worker().arun(self._merge_adapter, path)
         with self._lock:
+            if name in self._versions:
+                raise ConflictError(f"a model named {name!r} was loaded concurrently", param="lora_name")
             self._versions[name] = LoadedModel(name, module, self.base_name, str(path), time.time())
         log.info("loaded adapter %s from %s", name, path)
 
@@ -286,12 +205,7 @@ class EmbeddedEngine:
         return merged.eval()
 
     async def unload_adapter(self, name: str) -> None:
-        with self._lock:
-            if name == self.base_name:
-                raise InvalidRequestError("the base model cannot be unloaded", param="lora_name")
-            if name not in self._versions:
-                raise ModelNotFoundError(f"no adapter named {name!r} is loaded", param="lora_name")
-            del self._versions[name]  # running sequences keep their own reference
+        self._forget_adapter(name, self.base_name)
         log.info("unloaded adapter %s", name)
 
     def stats(self) -> dict[str, Any]:
