@@ -226,7 +226,7 @@ def redis_db(redis_url):
 
 
 # -- time per tier, printed at the end of the run (.ci/run shows it) --------------------------------
-TIERS = ("replicas", "e2e", "integration", "unit")
+TIERS = ("vllm", "replicas", "e2e", "integration", "unit")
 _tier_seconds: dict[str, float] = {}
 
 
