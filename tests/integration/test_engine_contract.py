@@ -40,6 +40,7 @@ class Backend:
     model: str
     running: Callable[[], int]  # requests generating on the backend now
     tokenizer: Any  # the in-process engine whose chat template and tokenizer the backend uses
+    scores_eos: bool = True  # logprobs (and usage) include the end-of-turn token
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +70,14 @@ def openai_engine(base_url: str, **settings: Any):
 def backend(request):
     if request.param in ("llamacpp", "embedded"):
         engine = request.getfixturevalue(f"{request.param}_engine")
-        yield Backend(request.param, engine, engine.base_name, lambda: engine.stats()["running"], engine)
+        yield Backend(request.param, engine, engine.base_name, lambda: engine.stats()["running"], engine,
+                      scores_eos=request.param != "llamacpp")
         return
     if request.param == "agentstack":
         server, served = request.getfixturevalue("agentstack_server"), request.getfixturevalue("llamacpp_engine")
         engine = openai_engine(f"{server.url}/v1", api_key=OPERATOR_KEY)
-        yield Backend("agentstack", engine, "agentstack", lambda: served.stats()["running"], served)
+        yield Backend("agentstack", engine, "agentstack", lambda: served.stats()["running"], served,
+                      scores_eos=False)
     else:
         vllm = request.getfixturevalue("vllm_server")
         engine = openai_engine(vllm.base_url)  # vLLM renders with the Hugging Face tokenizer, as the torch engine
@@ -138,8 +141,10 @@ def test_logprobs(backend):
     lps = result.choices[0].logprobs
     assert lps and len(lps) == result.usage.completion_tokens
     joined = "".join(t.token for t in lps)
-    # every backend gives the end-of-turn token that stopped the answer its logprob (and counts it)
-    assert joined == result.text + ("<|im_end|>" if result.choices[0].finish_reason == "stop" else "")
+    # a difference, kept: the torch engine and vLLM also give the end-of-turn token that stopped the
+    # answer its logprob (and count it); llama.cpp does neither
+    eos = "<|im_end|>" if result.choices[0].finish_reason == "stop" and backend.scores_eos else ""
+    assert joined == result.text + eos
     for t in lps:
         assert t.logprob <= 0 and len(t.top) == 2 and t.top[0][1] >= t.top[1][1]
         assert t.top[0][1] == pytest.approx(t.logprob, abs=0.05)  # greedy: the chosen token is the top one
@@ -233,9 +238,12 @@ def test_lark_grammars_of_the_orchestrators(backend):
 
     cited = chat(backend, [{"role": "user", "content": "Sources: [1] Paris is the capital of France. "
                                                        "[2] Lyon is a city. What is the capital of France?"}],
-                 params=SamplingParams(temperature=0, max_tokens=40), structured=StructuredOutput(
+                 params=SamplingParams(temperature=0, max_tokens=80), structured=StructuredOutput(
                      kind="grammar", value=citation_grammar(2)))
-    assert re.search(r"\[[12]\]", cited.text), cited.text
+    # the grammar held: text without brackets up to 240 characters, then a citation (unless the
+    # answer ran out of tokens first)
+    assert re.fullmatch(r"[^\[\]]{1,240}(\[[12]\][\s\S]*)?", cited.text), cited.text
+    assert re.search(r"\[[12]\]", cited.text) or cited.choices[0].finish_reason == "length", cited.text
     tools = builtin_registry().tools
     step = chat(backend, [{"role": "user", "content": "Use the calculator to compute 12 * 7."}],
                 params=SamplingParams(temperature=0, max_tokens=80),
