@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import APP_KEY
-from tests.integration.test_tool_calling import WEATHER
+from tests.integration.test_tool_calling import WEATHER, assert_streams_a_named_weather_call
 from tests.vllm.vllm_support import OP, front_server, lora
 
 pytestmark = pytest.mark.vllm
@@ -47,17 +47,7 @@ def test_chat_stream_and_usage_through_agentstack(client, front, vllm_server):
 
 
 def test_tools_and_json_through_agentstack(client):
-    stream = client.chat.completions.create(
-        model="agentstack", temperature=0, max_tokens=60, tools=[WEATHER], stream=True,
-        tool_choice={"type": "function", "function": {"name": "get_weather"}},
-        messages=[{"role": "user", "content": "Is it raining in Paris?"}])
-    deltas, finish = [], None
-    for chunk in stream:
-        for c in chunk.choices:
-            deltas += c.delta.tool_calls or []
-            finish = c.finish_reason or finish
-    assert finish == "tool_calls" and deltas[0].function.name == "get_weather"
-    assert "city" in json.loads(deltas[0].function.arguments)
+    assert_streams_a_named_weather_call(client, [WEATHER])
     schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}}, "required": ["city"],
               "additionalProperties": False}
     out = client.chat.completions.create(model="agentstack", temperature=0, max_tokens=40, messages=[
