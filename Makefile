@@ -14,7 +14,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install serve test test-unit test-vllm serve-vllm vllm-install bench lint clean
+.PHONY: install serve test test-unit test-vllm serve-vllm vllm-install bench lint clean fuzz-tools garak-tools fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,10 +28,33 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Tools with their own virtual environments, outside the clone (the project convention):
+# Schemathesis for API fuzzing (tests/fuzz/api.py), garak for red-teaming (bench/garak_redteam.py).
+TOOLS        ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/agentstack/venvs
+SCHEMATHESIS := $(TOOLS)/schemathesis-4/bin/schemathesis
+GARAK        := $(TOOLS)/garak-0.17/bin/garak
+
+$(SCHEMATHESIS):
+	$(PYTHON) -m venv $(TOOLS)/schemathesis-4
+	$(TOOLS)/schemathesis-4/bin/pip install -q --disable-pip-version-check 'schemathesis>=4.32,<5'
+
+# garak pulls torch: the constraint keeps it on the local CPU wheel.
+$(GARAK):
+	$(PYTHON) -m venv $(TOOLS)/garak-0.17
+	$(TOOLS)/garak-0.17/bin/pip install -q --disable-pip-version-check -c constraints.txt 'garak>=0.17,<0.18'
+
+fuzz-tools: $(SCHEMATHESIS)
+
+garak-tools: $(GARAK)
+
+# The API fuzzer at bench size (CI runs a bounded one in tests/integration/test_api_fuzz.py).
+fuzz: install fuzz-tools
+	$(PY) bench/api_fuzz.py
+
 serve: install
 	$(VENV)/bin/agentstack serve --host $(HOST) --port $(PORT)
 
-test: install
+test: install fuzz-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install

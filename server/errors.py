@@ -81,11 +81,31 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
     return error_response(request, 422, message, type_="invalid_request_error", param=param, code=kind)
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette's 405 names only the first route's)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    pending = list(request.app.routes)
+    while pending:
+        route = pending.pop()
+        inner = getattr(route, "original_router", None) or route  # FastAPI wraps each included router
+        if getattr(route, "methods", None) is None and hasattr(inner, "routes"):
+            pending.extend(inner.routes)
+            continue
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": allowed_methods(request)}
     kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
             405: "invalid_request_error", 413: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
-    return error_response(request, exc.status_code, str(exc.detail), type_=kind,
-                          headers=getattr(exc, "headers", None))
+    return error_response(request, exc.status_code, str(exc.detail), type_=kind, headers=headers)
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

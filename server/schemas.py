@@ -14,11 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentstack.engines.messages import ROLES
 from agentstack.engines.params import SamplingParams, StructuredOutput
 from agentstack.errors import InvalidRequestError
+from agentstack.orchestrators.events import GroundingOptions
+from agentstack.strict import StrictModel
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(StrictModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
     continuous_usage_stats: bool = False
@@ -28,14 +31,31 @@ class ChatMessageIn(BaseModel):
     # Messages are permissive (clients add fields such as ``refusal`` or ``annotations``);
     # normalize_messages() validates role and content.
     model_config = ConfigDict(extra="allow")
-    role: str
-    content: str | list[Any] | None = None
+    role: str = Field(json_schema_extra={"enum": list(ROLES)})
+    content: str | list[Any] | None = Field(default=None, json_schema_extra={"anyOf": [
+        {"type": "string"}, {"type": "null"},
+        {"type": "array", "items": {"anyOf": [{"type": "string"}, {
+            "type": "object", "required": ["type", "text"],
+            "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}]}}]})
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
 
 
-class ChatCompletionRequest(BaseModel):
+class GroundingSwitch(StrictModel):
+    """The groundedness verifier's per-request switches; unset fields take ``orchestration.grounding``."""
+
+    enabled: bool | None = Field(default=None, description="false: answer without the verifier.")
+    unsupported: Literal["remove", "mark"] | None = Field(default=None, description="Remove unsupported "
+                                                          "sentences, or keep and mark them.")
+    fallback: Literal["abstain", "extract"] | None = Field(default=None, description="rag, when no supported "
+                                                           "sentence answers: abstain, or quote the sources.")
+
+    def options(self) -> GroundingOptions:
+        return GroundingOptions(**self.model_dump())
+
+
+class ChatCompletionRequest(StrictModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=256)
@@ -82,6 +102,8 @@ class ChatCompletionRequest(BaseModel):
     guided_grammar: str | None = None
     request_id: str | None = Field(default=None, max_length=128)
     priority: int | None = None
+    # agentstack extra, for the rag:<index> and react:<index> models only
+    grounding: GroundingSwitch | None = None
 
     def sampling_params(self) -> SamplingParams:
         if self.skip_special_tokens is False:
@@ -172,7 +194,7 @@ class ChatCompletionRequest(BaseModel):
         return [m.model_dump(exclude_none=True) for m in self.messages]
 
 
-class EmbeddingRequest(BaseModel):
+class EmbeddingRequest(StrictModel):
     model_config = ConfigDict(extra="forbid")
     model: str
     input: str | list[str] = Field(description="Text or list of texts (token-id inputs are not supported).")
@@ -181,20 +203,20 @@ class EmbeddingRequest(BaseModel):
     user: str | None = None
 
 
-class LoraLoadRequest(BaseModel):
+class LoraLoadRequest(StrictModel):
     model_config = ConfigDict(extra="forbid")
     lora_name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     lora_path: str = Field(min_length=1)
     load_inplace: bool = False
 
 
-class LoraUnloadRequest(BaseModel):
+class LoraUnloadRequest(StrictModel):
     model_config = ConfigDict(extra="forbid")
     lora_name: str = Field(min_length=1, max_length=128)
     lora_int_id: int | None = None
 
 
-class TokenizeRequest(BaseModel):
+class TokenizeRequest(StrictModel):
     """vLLM's /tokenize: either chat ``messages`` (rendered with the chat template) or a bare
     ``prompt``."""
 

@@ -66,8 +66,44 @@ class Services:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.engine.warm_up)
+        await asyncio.to_thread(self.pseudonym_key)  # warns now if replicas would disagree
         await self.alignment.start()  # restore the promoted version before the first request resolves it
+        self.readiness.start()
         log.info("serving %s as %r", self.router.active, self.router.alias)
+
+    @property
+    def readiness(self) -> Any:
+        """The background readiness check that ``/readyz`` reads (server/readiness.py)."""
+        if "readiness" not in self.extras:
+            from server.readiness import Readiness
+
+            s = self.settings.server
+            self.extras["readiness"] = Readiness(self.engine, self.router, s.readiness_interval_s,
+                                                 s.readiness_timeout_s)
+        return self.extras["readiness"]
+
+    def pseudonym_key(self) -> bytes:
+        """The key naming end users in the audit log (agentstack/feedback/privacy.py)."""
+        if "pseudonym_key" not in self.extras:
+            from agentstack.feedback.privacy import pseudonym_key
+
+            self.extras["pseudonym_key"] = pseudonym_key(self.settings)
+        return self.extras["pseudonym_key"]
+
+    def resolve_model(self, name: str | None, principal: Any) -> str:
+        """The model version ``name`` stands for, if ``principal`` may use it: operators any loaded
+        version; app keys the served alias, the active version, and versions an operator has
+        marked selectable (``POST /v1/admin/models/{version}/selectable``)."""
+        from agentstack.errors import ForbiddenError
+
+        version = self.router.resolve(name) if name else self.router.active
+        if principal.has("operator") or name in (None, self.router.alias) or version == self.router.active:
+            return version
+        if version in self.alignment.deployer.selectable():
+            return version
+        raise ForbiddenError(f"model version {version!r} is not selectable with an app key; ask for "
+                             f"{self.router.alias!r} (the active version)",
+                             fix=f"or have an operator mark it selectable: POST /v1/admin/models/{version}/selectable")
 
     @property
     def alignment(self) -> Any:
@@ -112,6 +148,8 @@ class Services:
         return self.extras["embedder"]
 
     async def aclose(self) -> None:
+        if "readiness" in self.extras:
+            await self.extras["readiness"].aclose()
         if "alignment" in self.extras:
             await self.extras["alignment"].aclose()
         if self.owns_engine:

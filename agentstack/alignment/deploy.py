@@ -27,6 +27,10 @@ for any version that has served before, or the base model; it skips the gate.
 load what ``model_state`` asks to preload or serve, follow the active version, report in the
 ``replicas`` row. With one replica (the embedded default) all of this happens in one process.
 
+App keys may ask by name only for the active version and the versions an operator has marked
+selectable (``set_selectable``; ``registry/selectable.json``), so a rolled-back version stops
+serving them with the rollback. Operators may ask for any loaded version.
+
 This module knows nothing about HTTP or training.
 """
 
@@ -43,6 +47,7 @@ from agentstack.config import Settings
 from agentstack.errors import ConflictError, NotFoundError
 from agentstack.state.base import MODEL_CHANNEL
 from agentstack.state.records import Deployments, Lease, Replicas, new_replica_id
+from agentstack.storage.files import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -145,12 +150,21 @@ class Deployer:
 
     def _take(self, lease: Lease) -> bool:
         """The lease if free, or if its holder is a replica whose heartbeat has stopped (it died
-        mid-promotion: nothing it did was committed, see the module docstring)."""
-        if lease.acquire():
-            return True
-        holder = lease.holder_now()
-        live = {r["id"] for r in self.replicas.live()}
-        return holder is not None and holder not in live and lease.take_over(holder)
+        mid-promotion: nothing it did was committed, see the module docstring). A holder that still
+        looks alive may have just died (a restart right after ``kill -9`` comes back within
+        ``state.replica_timeout_s``), so this waits that long for its heartbeat to stop before it
+        gives up: only a holder that keeps beating is really promoting."""
+        deadline = time.monotonic() + self.settings.state.replica_timeout_s + 2 * self.settings.state.heartbeat_s
+        while True:
+            if lease.acquire():
+                return True
+            holder = lease.holder_now()
+            live = {r["id"] for r in self.replicas.live()}
+            if holder is not None and holder not in live and lease.take_over(holder):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(min(0.2, self.settings.state.heartbeat_s))
 
     async def _swap_locked(self, version: str, *, action: str, key_id: str, **detail: Any) -> dict[str, Any]:
         previous = (await asyncio.to_thread(self.state.get)).active or self.base
@@ -219,6 +233,30 @@ class Deployer:
                 log.warning("could not unload %s: %s", name, exc)
         return evicted
 
+    # -- which versions app keys may select ---------------------------------------------------------
+    def selectable(self) -> set[str]:
+        """Versions an operator has marked selectable by name for app keys (besides the active one)."""
+        return set(read_json(self._selectable_path, {}).get("versions", []))
+
+    def set_selectable(self, version: str, selectable: bool) -> dict[str, Any]:
+        """Mark ``version`` (a registry version, the base model or a loaded adapter) selectable by
+        app keys, or not. Persisted in ``registry/selectable.json``; the caller audits it."""
+        known = version == self.base or version in self.router.versions() or self.registry.exists(version)
+        if selectable and not known:
+            raise NotFoundError(f"model version {version!r} is neither loaded nor in the registry", param="version",
+                                fix="list versions with GET /v1/admin/models")
+        with self.registry._lock():  # read-modify-write, across replicas sharing the registry
+            current = self.selectable()
+            changed = (version in current) != selectable
+            updated = (current | {version}) if selectable else (current - {version})
+            if changed:
+                atomic_write_json(self._selectable_path, {"versions": sorted(updated)})
+        return {"version": version, "selectable": selectable, "changed": changed, "selectable_versions": sorted(updated)}
+
+    @property
+    def _selectable_path(self) -> Any:
+        return self.registry.root / "selectable.json"
+
     # -- following other replicas ---------------------------------------------------------------------
     async def sync(self) -> None:
         """Load what the database asks this replica to preload or serve, follow the active version,
@@ -247,13 +285,15 @@ class Deployer:
         active = self.router.active
         loaded = set(self.router.versions())
         served = self.served_before()
+        selectable = self.selectable()
         items = [{"version": self.base, "method": None, "base_model": self.base, "gate": None, "is_base": True}]
         items += [v.summary() for v in self.registry.list()]
         for item in items:
             name = item["version"]
             item.update({"active": name == active, "loaded": name in loaded,
-                         "served_before": name in served or name == self.base, "is_base": name == self.base})
+                         "served_before": name in served or name == self.base, "is_base": name == self.base,
+                         "selectable": name == active or name in selectable})
         return {"alias": self.router.alias, "active": active, "base": self.base, "loaded": sorted(loaded),
-                "data": items, "deployments": self.deployments.list(limit=50),
+                "selectable": sorted(selectable), "data": items, "deployments": self.deployments.list(limit=50),
                 "replicas": [{k: r[k] for k in ("id", "host", "active", "loaded", "heartbeat_at")}
                              for r in self.replicas.live()]}

@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentstack import background
 from agentstack.alignment.jobs import Job, JobStore, jobs_dir
 from agentstack.alignment.spec import JobSpec
 from agentstack.audit import AuditLog
@@ -71,11 +72,29 @@ def _alive(pid: int | None, job_id: str) -> bool:
     return "agentstack.alignment.worker" in cmdline and job_id in cmdline
 
 
+# The secrets a worker uses, passed in its environment by name (see ``_spawn``).
+WORKER_SECRETS = {"AGENTSTACK_PRIVACY__HASH_SALT": ("privacy", "hash_salt"),
+                  "AGENTSTACK_ENGINE__API_KEY": ("engine", "api_key"),
+                  "AGENTSTACK_DATABASE__URL": ("database", "url")}
+
+
 def worker_settings(settings: Settings) -> dict[str, Any]:
-    """The settings a worker needs, without API keys; secrets travel in the environment."""
-    data = settings.model_dump(mode="json", exclude={"auth": True, "client": True, "state": {"redis_url"},
-                                                     "privacy": {"hash_salt"}, "engine": {"api_key"},
-                                                     "database": {"url"}})
+    """The settings a worker needs, written to its job directory (mode 0600). No secret is in
+    it: those a worker uses travel in its environment (``WORKER_SECRETS``), and every other
+    secret setting is set to none, so that a worker does not read it from a config file either."""
+    from agentstack.child_env import secret_setting_vars
+    from agentstack.config import ENV_PREFIX
+
+    data = settings.model_dump(mode="json")
+    for env in secret_setting_vars():
+        *parents, leaf = env[len(ENV_PREFIX):].lower().split("__")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        if env in WORKER_SECRETS:
+            node.pop(leaf, None)  # the environment supplies it
+        else:
+            node[leaf] = [] if isinstance(node.get(leaf), list) else None
     return data
 
 
@@ -161,17 +180,17 @@ class JobManager:
         require(spec.method, data, prefs)
 
     def _spawn(self, job: Job, settings_path: Path) -> None:
-        env = dict(os.environ)
+        from agentstack.child_env import child_environment
+
         threads = str(self.settings.alignment.worker_threads)
-        env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false",
-                    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                    "PYTHONUNBUFFERED": "1"})
-        if self.settings.privacy.hash_salt is not None:
-            env["AGENTSTACK_PRIVACY__HASH_SALT"] = self.settings.privacy.hash_salt.get_secret_value()
-        if self.settings.engine.api_key is not None:
-            env["AGENTSTACK_ENGINE__API_KEY"] = self.settings.engine.api_key.get_secret_value()
-        if self.settings.database.url is not None:
-            env["AGENTSTACK_DATABASE__URL"] = self.settings.database.url.get_secret_value()
+        secrets = {}  # the only secrets a worker gets: PII salt (scrubbing), engine key (vLLM), database URL
+        for env, (section, name) in WORKER_SECRETS.items():
+            value = getattr(getattr(self.settings, section), name)
+            if value is not None:
+                secrets[env] = value.get_secret_value()
+        env = child_environment({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                                 "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                                 "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}, secrets=secrets)
         log_path = self.jobs.log_path(job.id)
         with log_path.open("ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "agentstack.alignment.worker", job.id, str(settings_path)],
@@ -294,36 +313,32 @@ class JobManager:
                 await asyncio.sleep(max(0.2, self.lease.ttl_s / 3))
                 await asyncio.to_thread(self.lease.acquire)
 
-        renewer = asyncio.get_running_loop().create_task(renew())
+        renewer = background.start(None, renew(), "monitor-lease")
         try:
             await work
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            await background.stop(renewer)
 
     async def _maybe_purge(self) -> None:
-        retention = self.settings.privacy.retention_days
-        if not retention or time.time() - self._last_purge < self.settings.privacy.retention_check_hours * 3600:
+        privacy = self.settings.privacy
+        if not (privacy.retention_days or privacy.chat_retention_days) or \
+                time.time() - self._last_purge < privacy.retention_check_hours * 3600:
             return
-        from agentstack.feedback.privacy import purge_expired
+        from agentstack.feedback.privacy import purge_expired, purge_unrated_chat
 
         self._last_purge = time.time()
-        counts = await asyncio.to_thread(purge_expired, self.db, retention)
-        if any(counts[k] for k in ("conversations", "responses", "feedback")):
-            await asyncio.to_thread(self.audit.record, key_id="system", action="privacy.retention_purge",
-                                    detail=counts)
+        for action, purge, days in (("privacy.retention_purge", purge_expired, privacy.retention_days),
+                                    ("privacy.chat_retention_purge", purge_unrated_chat, privacy.chat_retention_days)):
+            counts = await asyncio.to_thread(purge, self.db, days)
+            if any(v for k, v in counts.items() if k != "cutoff"):
+                await asyncio.to_thread(self.audit.record, key_id="system", action=action, detail=counts)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="alignment-monitor")
+        self._task = background.start(self._task, self._loop(), "alignment-monitor")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await background.stop(self._task)
+        self._task = None
         for proc in self._procs.values():  # reap finished children; running workers carry on
             proc.poll()
         with contextlib.suppress(Exception):  # let another replica take over the monitor at once

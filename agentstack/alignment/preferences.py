@@ -11,6 +11,10 @@ Sources of **pairs** (prompt, chosen, rejected):
 **Unpaired** thumbs (prompt, completion, label) for KTO: every vote, plus each correction as a
 desirable completion. Real traffic rarely gives both votes on one prompt.
 
+**Grounding** (``grounding``): when the groundedness verifier found a sentence of a voted answer
+unsupported by its sources, the answer as the model wrote it is an undesirable completion, and,
+when the (checked) answer shown was voted up, the rejected side of a pair with it.
+
 Guards, in this order: PII scrubbing of every text (``feedback/scrub.py``); deduplication (same
 prompt and completions; unpaired thumbs that disagree on the same completion keep the majority,
 ties are dropped); a cap per end user and per API key for the round (newest kept); a held-out split
@@ -33,14 +37,16 @@ from pathlib import Path
 from typing import Any
 
 from agentstack.config import PreferenceSettings
-from agentstack.errors import InvalidRequestError
-from agentstack.feedback.export import prompt_messages
+from agentstack.errors import ConflictError
+from agentstack.feedback.export import prompt_messages, unsupported_raw_answer
 from agentstack.feedback.scrub import TextScrubber
 from agentstack.feedback.store import FeedbackStore, Voted
 
 
-class InsufficientDataError(InvalidRequestError):
-    """Too little preference data for the requested round; the message says how much is needed."""
+class InsufficientDataError(ConflictError):
+    """Too little preference data for the requested round; the message says how much is needed. A
+    conflict with the server's state (409), not a bad request: the same spec succeeds once enough
+    feedback has been collected."""
 
     code = "insufficient_data"
 
@@ -216,6 +222,11 @@ class PreferenceBuilder:
             common = {"at": fb.updated_at, "user": user, "key_id": fb.key_id}
             groups[rec.parent_id or rec.id].append((v, prompt, answer))
             unpaired.append(Unpaired(prompt, answer, fb.rating == "up", "thumb", ids=[rec.id], **common))
+            raw = self.scrubber.text(unsupported_raw_answer(rec.grounding))
+            if raw and raw.strip():
+                unpaired.append(Unpaired(prompt, raw, False, "grounding", ids=[rec.id], **common))
+                if fb.rating == "up" and answer.strip() and _norm(raw) != _norm(answer):
+                    pairs.append(Pair(prompt, answer, raw, "grounding", ids=[rec.id], **common))
             correction = self.scrubber.text(fb.correction)
             if correction and _norm(correction) != _norm(answer):
                 pairs.append(Pair(prompt, correction, answer, "correction", ids=[rec.id], **common))

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from agentstack.config import GateSettings, PreferenceSettings, Settings
+from agentstack.strict import StrictModel
 
 Method = Literal["dpo", "kto", "rlhf", "sft"]
 METHODS: tuple[str, ...] = ("dpo", "kto", "rlhf", "sft")
@@ -36,14 +37,14 @@ def _optional(name: str, model: type[BaseModel]) -> type[BaseModel]:
     for field_name, info in model.model_fields.items():
         annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
         fields[field_name] = (annotation | None, Field(default=None, description=info.description))
-    return create_model(name, __config__={"extra": "forbid"}, **fields)  # type: ignore[call-overload]
+    return create_model(name, __base__=StrictModel, **fields)  # type: ignore[call-overload]
 
 
 Thresholds = _optional("Thresholds", PreferenceSettings)
 GateOverrides = _optional("GateOverrides", GateSettings)
 
 
-class DataWindow(BaseModel):
+class DataWindow(StrictModel):
     """Which votes a round reads, by the time each was last cast. ``days`` counts back from the
     job's start and is ignored when ``since`` is given. Timestamps: ISO 8601 or Unix seconds."""
 
@@ -74,7 +75,7 @@ class DataWindow(BaseModel):
         return self
 
 
-class ConstitutionData(BaseModel):
+class ConstitutionData(StrictModel):
     """Offline constitutional pairs: the current model answers red-team prompts (the AdvBench
     train half), critiques and revises its answers against sampled principles; (revision,
     original) become preference pairs and the revisions SFT rows."""
@@ -90,7 +91,7 @@ class ConstitutionData(BaseModel):
     seed: int = Field(default=0, description="Seed for sampling principles.")
 
 
-class DataSources(BaseModel):
+class DataSources(StrictModel):
     model_config = {"extra": "forbid"}
 
     feedback: bool = Field(default=True, description="Use the votes in the data window.")
@@ -102,7 +103,7 @@ class DataSources(BaseModel):
     constitution: ConstitutionData | None = Field(default=None, description="Add offline red-team pairs.")
 
 
-class Hyperparameters(BaseModel):
+class Hyperparameters(StrictModel):
     """Training knobs. Unset values take the method's defaults (see ``alignment/trainers/``)."""
 
     model_config = {"extra": "forbid"}
@@ -137,16 +138,63 @@ class Hyperparameters(BaseModel):
     rm_learning_rate: float = Field(default=1e-4, gt=0, le=1.0, description="Reward model learning rate.")
 
 
-class Launcher(BaseModel):
+class Launcher(StrictModel):
+    """How training starts. Several machines: the job's worker is machine rank 0 and the address
+    every other machine dials; each other machine joins with ``python -m agentstack.alignment.launch
+    follow --machine-rank N <step config>`` (docs/alignment.md)."""
+
     model_config = {"extra": "forbid"}
 
     kind: Literal["process", "accelerate"] | None = Field(default=None, description="Override alignment.launcher.")
     config_file: Path | None = Field(default=None, description="Override alignment.accelerate_config.")
-    num_processes: int | None = Field(default=None, ge=1, description="Override alignment.num_processes.")
+    num_processes: int | None = Field(default=None, ge=1, description="Override alignment.num_processes; with "
+                                      "several machines, the processes of all of them.")
+    num_machines: int = Field(default=1, ge=1, le=1024, description="Machines the training spans (> 1 needs kind "
+                              "accelerate, main_process_ip and main_process_port).")
+    main_process_ip: str | None = Field(default=None, min_length=1, max_length=253,
+                                        pattern=r"^[A-Za-z0-9]([A-Za-z0-9.:\-]*[A-Za-z0-9])?$",
+                                        description="Address of machine rank 0 (this job's worker) that the "
+                                        "others reach: an IP or a host name.")
+    main_process_port: int | None = Field(default=None, ge=1024, le=65535, description="Rendezvous port on "
+                                          "machine rank 0; unset = a free port (one machine only).")
+
+    @model_validator(mode="after")
+    def _machines(self) -> Launcher:
+        if self.num_machines == 1:
+            if self.main_process_ip is not None:
+                raise ValueError("launcher.main_process_ip is only used with launcher.num_machines > 1")
+            return self
+        if self.kind == "process":
+            raise ValueError(f"launcher.num_machines={self.num_machines} needs launcher.kind 'accelerate' "
+                             "(one process cannot span machines)")
+        missing = [f"launcher.{n}" for n in ("main_process_ip", "main_process_port") if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"launcher.num_machines={self.num_machines} needs {' and '.join(missing)}: rank 0's "
+                             "address and port, which every machine dials")
+        if self.num_processes is not None and (self.num_processes < self.num_machines
+                                               or self.num_processes % self.num_machines):
+            raise ValueError(f"launcher.num_processes ({self.num_processes}) counts the processes of all machines: "
+                             f"it must be a multiple of launcher.num_machines ({self.num_machines})")
+        return self
 
 
-class JobSpec(BaseModel):
-    model_config = {"extra": "forbid"}
+# The cross-field rules of JobSpec._consistent, in JSON Schema, so that /openapi.json says them too.
+_SPEC_RULES = {"allOf": [
+    {"if": {"properties": {"method": {"const": "sft"}}, "required": ["method"]},
+     "then": {"required": ["data"], "properties": {"data": {"anyOf": [
+         {"required": ["revisions"], "properties": {"revisions": {"const": True}}},
+         {"required": ["constitution"], "properties": {"constitution": {"type": "object"}}}]}}}},
+    {"if": {"required": ["data"], "properties": {"data": {"required": ["feedback"],
+                                                          "properties": {"feedback": {"const": False}}}}},
+     "then": {"properties": {"data": {"required": ["constitution"],
+                                      "properties": {"constitution": {"type": "object"}}}}}},
+    {"if": {"required": ["method"], "properties": {"method": {"enum": ["kto", "rlhf"]}}},
+     "then": {"properties": {"data": {"properties": {"feedback": {"const": True}}}}}},
+]}
+
+
+class JobSpec(StrictModel):
+    model_config = {"extra": "forbid", "json_schema_extra": _SPEC_RULES}
 
     method: Method = Field(default="dpo", description="dpo (pairs, LoRA), kto (unpaired thumbs), rlhf (reward "
                            "model from thumbs + RLOO/GRPO with a KL penalty), sft (constitutional revisions).")

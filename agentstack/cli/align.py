@@ -1,4 +1,4 @@
-"""`agentstack align run | jobs | status | cancel | models | promote | rollback`.
+"""`agentstack align run | jobs | status | cancel | models | promote | rollback | selectable`.
 
 Thin: every command calls a running server's operator API (``/v1/admin/alignment/*``,
 ``/v1/admin/models*``) with an operator key (``--key`` or ``AGENTSTACK_CLIENT__API_KEY``), so the
@@ -270,3 +270,15 @@ def rollback(version: str = typer.Argument(None, help="The version to return to 
         emit(result)
     else:
         typer.echo(f"serving {result['active']} (was {result['previous']})")
+
+
+@align_app.command("selectable")
+def selectable(version: str = typer.Argument(..., help="A version, e.g. v3-dpo, or the base model."),
+               off: bool = typer.Option(False, "--off", help="Stop app keys from selecting it."),
+               url: str = UrlOpt, key: str = KeyOpt, as_json: bool = JsonOpt) -> None:
+    """Let app keys ask for VERSION by name (they always get the active one), or stop them (audited)."""
+    result = call(client(url, key).post, f"/v1/admin/models/{version}/selectable", {"selectable": not off})
+    if as_json:
+        emit(result)
+    else:
+        typer.echo(f"{version}: {'selectable' if result['selectable'] else 'not selectable'} by app keys")

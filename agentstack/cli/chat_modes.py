@@ -23,6 +23,7 @@ def chat_app_api(client: ApiClient, *, mode: str, index: str | None, temperature
         payload = {"message": line, "mode": mode, "index": index, "conversation_id": conversation, "stream": True,
                    "params": {"temperature": temperature, "max_tokens": max_tokens}}
         sources: list[dict] = []
+        grounding: dict = {}
         started = False
         try:
             for event in client.stream_sse("/v1/chat", {k: v for k, v in payload.items() if v is not None}):
@@ -40,6 +41,7 @@ def chat_app_api(client: ApiClient, *, mode: str, index: str | None, temperature
                     sys.stdout.flush()
                 elif kind == "done":
                     conversation = event["conversation_id"]
+                    grounding = event.get("grounding") or {}
                 elif kind == "error":
                     raise ApiError(event["error"].get("status", 500), event["error"]["message"])
         except ApiError as exc:
@@ -52,3 +54,7 @@ def chat_app_api(client: ApiClient, *, mode: str, index: str | None, temperature
         for s in sources:
             err.print(f"[dim]  [{s['n']}] {s['title'] or s['source']} (chunk {s['chunk_id']}, score {s['score']:.3f})"
                       "[/dim]")
+        if grounding.get("decision") not in (None, "unchecked"):
+            claims = grounding.get("claims") or []
+            err.print(f"[dim]  grounding: {grounding['decision']} ({sum(1 for c in claims if c.get('supported'))} of "
+                      f"{len(claims)} sentences supported)[/dim]")

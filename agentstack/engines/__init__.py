@@ -1,4 +1,7 @@
-"""Chat engines behind one protocol (see ``base.py``), and the factory that builds the configured one."""
+"""Chat engines behind one protocol (see ``base.py``), and the factory that builds the configured one.
+
+``scripted.py`` (an engine that obeys every instruction it reads) is for tests and ``bench/``
+only: they construct it directly; settings cannot select it."""
 
 from __future__ import annotations
 
@@ -23,10 +26,6 @@ def build_engine(settings: Settings, metrics: Any = None) -> ChatEngine:
         from agentstack.engines.embedded.engine import EmbeddedEngine
 
         return EmbeddedEngine(settings.engine, Path(settings.model_cache), metrics=metrics)
-    if settings.engine.kind == "scripted":
-        from agentstack.engines.scripted import ScriptedEngine
-
-        return ScriptedEngine()
     from agentstack.engines.openai_engine import OpenAIEngine
 
     return OpenAIEngine(settings.engine)

@@ -13,6 +13,8 @@ and does what it says, as literally as a script can:
 
 Attack success is then read off the (guarded) answer. It implements the ChatEngine protocol, so
 the orchestrators, the server and the guards run unchanged around it. ``kind = "scripted"``.
+It is never a serving engine: ``engine.kind`` cannot name it; tests and ``bench/`` construct it
+directly.
 """
 
 from __future__ import annotations

@@ -21,6 +21,30 @@ from agentstack.feedback.scrub import TextScrubber
 from agentstack.feedback.store import FeedbackStore, Voted
 
 
+def unsupported_raw_answer(grounding: dict[str, Any] | None) -> str | None:
+    """The answer as the model wrote it, when the groundedness verifier found a sentence in it that
+    its sources do not support (negative preference data), else None."""
+    if not grounding or not grounding.get("raw_answer"):
+        return None
+    if any(not c.get("supported", True) for c in grounding.get("claims", [])):
+        return grounding["raw_answer"]
+    return None
+
+
+def export_grounding(grounding: dict[str, Any] | None, scrubber: TextScrubber) -> dict[str, Any] | None:
+    """The verifier's verdict for an export: decision, scores and scrubbed sentence texts (sources
+    are referenced by number; their text was scrubbed when indexed and is not repeated)."""
+    if not grounding:
+        return None
+    claims = [{"text": scrubber.text(c.get("text")), **{k: c.get(k) for k in (
+        "support", "answers", "supported", "answers_question", "source", "citations", "citations_dropped")}}
+        for c in grounding.get("claims", [])]
+    return {"decision": grounding.get("decision"), "reason": grounding.get("reason"),
+            "answer_score": grounding.get("answer_score"), "claims": claims,
+            "unsupported_claims": sum(1 for c in claims if c.get("supported") is False),
+            "raw_answer": scrubber.text(grounding.get("raw_answer")), "version": grounding.get("version")}
+
+
 def prompt_messages(voted_response: Any) -> list[dict[str, Any]]:
     """The messages the model answered: the orchestrator's prompt (system prompt and sources
     included) when it was recorded, else the request's messages."""
@@ -59,5 +83,5 @@ def record(item: Voted, scrubber: TextScrubber, pseudonym: Pseudonymizer) -> dic
         "sources": [{"id": s.get("doc_id") or s.get("id"), "title": s.get("title"), "index": s.get("index")}
                     for s in (rec.sources or [])],
         "params": {k: v for k, v in (rec.params or {}).items() if k != "prompt_messages"},
-        "answered_at": rec.created_at,
+        "answered_at": rec.created_at, "grounding": export_grounding(rec.grounding, scrubber),
     }

@@ -1,4 +1,5 @@
-"""Deleting an end user's data, and the retention purge.
+"""Deleting an end user's data, the retention purges, and the pseudonyms that name users in the
+audit log.
 
 Training sets are built fresh from the database for every round (``alignment/preferences.py``),
 and a round's scrubbed data files are removed when it ends unless ``alignment.keep_datasets`` is
@@ -6,13 +7,29 @@ on. So deleting the rows here removes a user from every *future* training set. V
 trained keep what they learned; their metadata records the data window so an operator can retrain
 without them.
 
+Two purges: ``purge_expired`` (``privacy.retention_days``, unset by default) deletes everything
+older than the cutoff, rated or not; ``purge_unrated_chat`` (``privacy.chat_retention_days``, 30
+days by default) deletes conversations and responses that no one rated, once their conversation
+has been idle that long. Rated responses are training data and follow the first.
+
+A deleted user is named in the audit log by ``pseudonym``: a keyed HMAC-SHA256 of the user id,
+so the log cannot be reversed by hashing guessable ids. The key is ``privacy.pseudonym_key``,
+which every replica should share; unset, a random key is created once in
+``<data_dir>/pseudonym.key`` (mode 0600) and a warning says that replicas with other data dirs
+will name the same user differently.
+
 This module knows nothing about HTTP; it deletes rows and returns counts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import os
+import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +40,38 @@ from agentstack.storage.schema import feedback as F
 from agentstack.storage.schema import responses as R
 
 log = logging.getLogger(__name__)
+KEY_FILE = "pseudonym.key"
+
+
+def pseudonym_key(settings: Any) -> bytes:
+    """The HMAC key for pseudonyms: ``privacy.pseudonym_key``, else the data dir's own key file
+    (created on first use, readable by the owner only)."""
+    configured = settings.privacy.pseudonym_key
+    if configured is not None:
+        return configured.get_secret_value().encode()
+    path = Path(settings.data_dir) / KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text("ascii").strip()
+    else:
+        key = secrets.token_hex(32)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(key + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    log.warning("privacy.pseudonym_key is unset: audit-log pseudonyms use the random key in %s; replicas with "
+                "other data dirs name the same user differently. Set privacy.pseudonym_key (the same on every "
+                "replica) to make them agree.", path)
+    if len(key) < 32:
+        raise ValueError(f"{path} holds no usable key; delete it to have a new one made")
+    return key.encode()
+
+
+def pseudonym(user_id: str, key: bytes) -> str:
+    """How the audit log names an end user: a keyed HMAC, irreversible without the key."""
+    return "hmac:" + hmac.new(key, b"agentstack user\x00" + user_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def delete_user_data(db: Database, user_id: str, *, key_id: str | None = None) -> dict[str, int]:
@@ -58,4 +107,25 @@ def purge_expired(db: Database, retention_days: int | None, *, now: float | None
     counts = {"cutoff": cutoff, "conversations": conversations, "responses": responses, "feedback": feedback}
     if conversations or responses or feedback:
         log.info("retention purge (%s days): %s", retention_days, counts)
+    return counts
+
+
+def purge_unrated_chat(db: Database, chat_retention_days: int | None, *, now: float | None = None) -> dict[str, Any]:
+    """Delete responses no one rated whose conversation (or, outside a conversation, whose own
+    creation) is older than ``chat_retention_days``, then conversations left empty. Rated
+    responses stay (see ``purge_expired``). No-op when unset."""
+    if not chat_retention_days:
+        return {"cutoff": None, "conversations": 0, "responses": 0}
+    cutoff = (now if now is not None else time.time()) - chat_retention_days * 86400
+    rated = sa.exists().where(F.c.response_id == R.c.id)
+    idle = sa.select(C.c.id).where(C.c.updated_at < cutoff)
+    with db.tx() as conn:
+        responses = conn.execute(R.delete().where(
+            R.c.created_at < cutoff, ~rated, sa.or_(R.c.conversation_id.is_(None), R.c.conversation_id.in_(idle)))
+        ).rowcount
+        conversations = conn.execute(C.delete().where(
+            C.c.updated_at < cutoff, ~sa.exists().where(R.c.conversation_id == C.c.id))).rowcount
+    counts = {"cutoff": cutoff, "conversations": conversations, "responses": responses}
+    if conversations or responses:
+        log.info("chat retention purge (%s days): %s", chat_retention_days, counts)
     return counts

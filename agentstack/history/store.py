@@ -49,12 +49,14 @@ class ResponseRecord:
     completion_tokens: int | None = None
     latency_ms: float | None = None
     created_at: float = field(default_factory=time.time)
+    grounding: dict[str, Any] | None = None  # per-claim scores and the decision (agentstack/grounding)
 
     def public(self) -> dict[str, Any]:
         return asdict(self)
 
 
-_JSON = {"messages": "messages_json", "params": "params_json", "sources": "sources_json", "trace": "trace_json"}
+_JSON = {"messages": "messages_json", "params": "params_json", "sources": "sources_json", "trace": "trace_json",
+         "grounding": "grounding_json"}
 
 
 class ResponseStore:
@@ -162,4 +164,4 @@ def public_response(rec: ResponseRecord) -> dict[str, Any]:
             "mode": rec.mode, "answer": rec.answer, "sources": rec.sources or [], "trace": rec.trace or [],
             "model_version": rec.model_version, "finish_reason": rec.finish_reason,
             "usage": {"prompt_tokens": rec.prompt_tokens, "completion_tokens": rec.completion_tokens},
-            "created_at": rec.created_at}
+            "created_at": rec.created_at, "grounding": rec.grounding}

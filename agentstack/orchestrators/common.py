@@ -4,6 +4,7 @@ generation call that streams tokens out as events.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agentstack.config import OrchestrationSettings
 from agentstack.engines.base import ChatEngine, ChatRequest, Usage
@@ -29,6 +30,13 @@ class GuardPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     allowed_link_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_link_hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str]) -> list[str]:
+        from agentstack.orchestrators.link_policy import normalize_host
+
+        return [normalize_host(h) for h in hosts]  # a bad entry fails at load, naming itself
     system_prompt_leak_chars: int = Field(default=40, ge=8)
     injection_filter: Literal["off", "standard", "strict"] = "standard"
 
@@ -37,7 +45,7 @@ def load_guard_policy(policies_dir: Path | None = None) -> GuardPolicy:
     path = resource_file("policies", "guards.yaml", policies_dir)
     try:
         return GuardPolicy(**(yaml.safe_load(path.read_text()) or {}))
-    except (yaml.YAMLError, ValidationError, TypeError) as exc:
+    except (yaml.YAMLError, ValidationError, TypeError, ConfigError) as exc:
         raise ConfigError(f"{path} is not a valid guard policy: {exc}", fix="see the comments in policies/guards.yaml")
 
 
@@ -53,6 +61,7 @@ class AgentDeps:
     guard_policy: GuardPolicy = field(default_factory=GuardPolicy)
     extra_tools: ToolRegistry = field(default_factory=ToolRegistry)
     guards: bool = True  # off only for the injection benchmark's baseline
+    embedder: Any = None  # for the groundedness verifier; None = the index manager's default embedder
 
     @classmethod
     def load(cls, engine: ChatEngine, settings: Any, resolve_model: Callable[[str | None], str],
@@ -80,6 +89,39 @@ class AgentDeps:
                                        valid_citations=citations, system_prompt=system_prompt,
                                        leak_chars=self.guard_policy.system_prompt_leak_chars))
 
+    def answer_check(self, request: Any, question: str, passages: list[tuple[int, str]], *,
+                     mode: str = "rag", eager: bool = True) -> Any:
+        """An :class:`~agentstack.grounding.verifier.AnswerCheck` for one answer, or None when the
+        verifier is off (settings, or the request's ``grounding.enabled``). With ``eager`` the
+        evidence is embedded in the background while the answer is generated; otherwise when the
+        first sentence is checked."""
+        import asyncio
+
+        from agentstack.grounding.scoring import Weights
+        from agentstack.grounding.verifier import AnswerCheck, CheckConfig, build_evidence, embed_with
+
+        cfg, opts = self.settings.grounding, request.grounding
+        if not (cfg.enabled if opts.enabled is None else opts.enabled):
+            return None
+        embedder = self.embedder
+        if embedder is None and self.indexes is not None:
+            embedder = self.indexes.embedder_for(None)
+        embed = embed_with(embedder)
+        config = CheckConfig(unsupported=opts.unsupported or cfg.unsupported, fallback=opts.fallback or cfg.fallback,
+                             min_support=cfg.min_support, min_answer=cfg.min_answer, min_extract=cfg.min_extract,
+                             extract_sentences=cfg.extract_sentences, abstain_message=self.settings.abstain_message,
+                             weights=Weights())
+        task: list[Any] = []
+
+        def evidence() -> Any:
+            if not task:
+                task.append(asyncio.ensure_future(build_evidence(question, passages, embed)))
+            return task[0]
+
+        if eager:
+            evidence()
+        return AnswerCheck(config, evidence, embed, mode=mode, react_message=cfg.react_message)  # type: ignore[arg-type]
+
     def screen(self, text: str) -> tuple[str, int]:
         """Retrieved text or a tool observation with instructions to the assistant removed."""
         if not self.guards:
@@ -98,37 +140,52 @@ class Generation:
     model_version: str
     rendered_prompt: str | None
     finish_reason: str | None
-    seconds: float
+    seconds: float  # until the engine's stream ended
+    total_seconds: float = 0.0  # including what the groundedness verifier added after it
 
 
 async def generate(engine: ChatEngine, messages: list[dict[str, Any]], model: str, params: SamplingParams, *,
-                   guard: AnswerGuard | None = None, emit: Callable[[Any], None] | None = None,
-                   structured: StructuredOutput | None = None) -> Generation:
-    """One engine call. Tokens pass through ``guard`` and go out through ``emit`` as TokenEvents."""
+                   guard: AnswerGuard | None = None, emit: Callable[[Any], Any] | None = None,
+                   structured: StructuredOutput | None = None, gate: Any = None) -> Generation:
+    """One engine call. Tokens pass through ``guard``, then ``gate`` (the groundedness verifier's
+    :class:`~agentstack.grounding.verifier.SentenceGate`, which releases checked sentences only),
+    and go out through ``emit`` as TokenEvents. ``emit`` may be a coroutine function."""
     started = time.perf_counter()
     raw, usage, version, prompt, finish = "", Usage(), model, None, None
+    generated = 0.0
+
+    async def out(text: str) -> None:
+        if gate is not None:
+            text = await gate.feed(text)
+        if text and emit is not None:
+            result = emit(TokenEvent(text))
+            if inspect.isawaitable(result):
+                await result
+
     stream = engine.stream(ChatRequest(messages=messages, model=model, params=params, structured=structured))
     try:
         async for ev in stream:
             if ev.text:
                 raw += ev.text
-                out = guard.feed(ev.text) if guard is not None else ev.text
-                if out and emit is not None:
-                    emit(TokenEvent(out))
+                await out(guard.feed(ev.text) if guard is not None else ev.text)
             finish = ev.finish_reason or finish
             if ev.usage is not None:
                 usage, version, prompt = ev.usage, ev.model_version or version, ev.rendered_prompt
     finally:
         await stream.aclose()
+        generated = time.perf_counter() - started
     if guard is not None:
-        rest = guard.finish()
+        await out(guard.finish())
+    text = guard.text if guard is not None else raw
+    if gate is not None:
+        rest = await gate.finish()
         if rest and emit is not None:
-            emit(TokenEvent(rest))
-        text = guard.text
-    else:
-        text = raw
+            result = emit(TokenEvent(rest))
+            if inspect.isawaitable(result):
+                await result
+        text = gate.text
     return Generation(text=text, raw=raw, usage=usage, model_version=version, rendered_prompt=prompt,
-                      finish_reason=finish, seconds=time.perf_counter() - started)
+                      finish_reason=finish, seconds=generated, total_seconds=time.perf_counter() - started)
 
 
 def summarizer(deps: AgentDeps, model: str) -> Callable[[list[dict[str, Any]]], Any] | None:

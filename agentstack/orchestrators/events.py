@@ -50,6 +50,26 @@ class Step:
 
 
 @dataclass
+class GroundingOptions:
+    """A request's switches for the groundedness verifier; ``None`` = the deployment's setting
+    (``orchestration.grounding``). See agentstack/grounding/."""
+
+    enabled: bool | None = None
+    unsupported: Literal["remove", "mark"] | None = None  # what happens to a claim the sources don't support
+    fallback: Literal["abstain", "extract"] | None = None  # when no supported claim answers the question
+
+    @classmethod
+    def of(cls, value: "GroundingOptions | dict[str, Any] | bool | None") -> "GroundingOptions":
+        if isinstance(value, GroundingOptions):
+            return value
+        if value is None:
+            return cls()
+        if isinstance(value, bool):
+            return cls(enabled=value)
+        return cls(**value)
+
+
+@dataclass
 class AgentRequest:
     messages: list[dict[str, Any]]  # the conversation, last message = the user's new turn
     mode: Mode = "plain"
@@ -60,6 +80,10 @@ class AgentRequest:
     tools: list[str] | None = None  # narrows the deployment's allowlist
     structured: bool = True  # ReAct: constrain every step with a grammar
     model: str | None = None  # a concrete model version; None = the active one
+    grounding: GroundingOptions = field(default_factory=GroundingOptions)
+
+    def __post_init__(self) -> None:
+        self.grounding = GroundingOptions.of(self.grounding)
 
 
 @dataclass
@@ -93,6 +117,7 @@ class DoneEvent:
     finish_reason: str | None
     guard: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # ms per phase (retrieve, assemble, generate)
+    grounding: dict[str, Any] = field(default_factory=dict)  # the verifier's per-claim scores and decision
     type: str = "done"
 
 

@@ -5,8 +5,10 @@ must still not be able to:
 
 * cite a source that was never retrieved: ``[n]`` citations are checked against the sources given
   to the model, and unknown numbers are dropped;
-* send the reader to an attacker's host: Markdown links and images, and bare URLs, whose host is
-  not on the allowlist (``policies/guards.yaml``) are removed (a link keeps its text);
+* send the reader to an attacker's host: links, images, reference definitions, autolinks, raw HTML
+  and bare URLs whose destination does not resolve, the way a browser resolves it, to an
+  allowlisted host (``policies/guards.yaml``) or to the page's own host are removed (a link keeps
+  its text); see ``link_guard.py``, ``link_scan.py`` and ``link_policy.py``;
 * repeat the system prompt: any run of the answer that copies ``leak_chars`` or more characters of
   the system prompt is replaced by ``[removed]``.
 
@@ -22,14 +24,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+
+from agentstack.orchestrators.link_guard import REMOVED, LinkGuard, LinkStats
+from agentstack.orchestrators.link_policy import BASE_URL, LinkPolicy
 
 CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
-MD_LINK = re.compile(r"(!?)\[([^\]\n]{0,500})\]\(\s*<?([^)\s>]{1,2000})>?(?:\s+\"[^\"]*\")?\s*\)")
-BARE_URL = re.compile(r"\b((?:https?|ftp)://[^\s<>()\[\]\"']+|www\.[a-z0-9.-]+\.[a-z]{2,}[^\s<>()\[\]\"']*)",
-                      re.IGNORECASE)
-REMOVED = "[removed]"
-URL_STARTS = ("http://", "https://", "ftp://", "www.", "//")
 
 
 @dataclass
@@ -38,6 +37,7 @@ class GuardConfig:
     valid_citations: frozenset[int] | None = None  # None: citations are not checked (no sources)
     system_prompt: str = ""
     leak_chars: int = 40
+    base_url: str = BASE_URL  # the page the answer is rendered on, for resolving relative links
 
 
 @dataclass
@@ -48,12 +48,10 @@ class GuardStats:
     hosts: list[str] = field(default_factory=list)
 
 
-def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
-    if url.startswith(("#", "/")) and not url.startswith("//"):
-        return True  # same-page anchors and relative links stay on our host
-    candidate = url if "://" in url or url.startswith("//") else f"http://{url}"
-    host = (urlsplit(candidate).hostname or "").lower().rstrip(".")
-    return bool(host) and any(host == a or host.endswith("." + a) for a in allowed)
+def host_allowed(url: str, allowed: tuple[str, ...], base_url: str = BASE_URL) -> bool:
+    """Would a browser, resolving ``url`` against ``base_url``, stay on the base's host or go to an
+    allowlisted one (over http or https)?"""
+    return LinkPolicy(allowed, base_url).judge(url).allowed
 
 
 class AnswerGuard:
@@ -68,6 +66,8 @@ class AnswerGuard:
         self._leak_run = 0
         self._sp = config.system_prompt
         self._sp_lower = self._sp.lower()
+        self._link_stats = LinkStats()
+        self._links = LinkGuard(LinkPolicy(config.allowed_hosts, config.base_url), self._link_stats)
 
     @property
     def text(self) -> str:
@@ -90,7 +90,7 @@ class AnswerGuard:
                 self._leak_text = (base + self._pending)[-span:]
                 self._leak_run = match
                 self._pending = ""
-                out = self.sanitize(keep) if keep else ""
+                out = self._stage_one(keep) if keep else ""
                 if not self._in_leak:
                     out += REMOVED
                     self.stats.leaks_removed += 1
@@ -101,15 +101,22 @@ class AnswerGuard:
         if cut == 0:
             return ""
         ready, self._pending = self._pending[:cut], self._pending[cut:]
-        return self._emit(self.sanitize(ready))
+        return self._emit(self._stage_one(ready))
 
     def finish(self) -> str:
         ready, self._pending = self._pending, ""
-        return self._emit(self.sanitize(ready)) if ready else ""
+        staged = self._emit(self._stage_one(ready)) if ready else ""
+        return staged + self._publish(self._links.finish())
 
     def _emit(self, text: str) -> str:
-        self._out.append(text)
+        """Stage one's output: remembered for the leak check, then through the link guard."""
         self._tail = (self._tail + text)[-self.config.leak_chars * 4:]
+        return self._publish(self._links.feed(text)) if text else ""
+
+    def _publish(self, text: str) -> str:
+        self._out.append(text)
+        self.stats.links_removed = self._link_stats.removed
+        self.stats.hosts = list(self._link_stats.hosts)
         return text
 
     def _safe_cut(self, text: str) -> int:
@@ -118,11 +125,6 @@ class AnswerGuard:
         bracket = self._open_bracket(text)
         if bracket is not None:
             cut = bracket
-        last_space = max(text.rfind(" "), text.rfind("\n"))
-        word = text[last_space + 1:].lower().lstrip("(<\"'")
-        if word and "[" not in word and "]" not in word and len(word) < 2100 and (word.startswith(URL_STARTS) or any(p.startswith(word) for p in URL_STARTS)
-                                          or "://" in word):
-            cut = min(cut, last_space + 1)
         if self._sp:
             held = self._suffix_in_prompt(self._tail + text)
             if held >= 8:  # may be the start of a leak: hold it back
@@ -165,34 +167,18 @@ class AnswerGuard:
 
     # -- whole text -------------------------------------------------------------------------------
     def sanitize(self, text: str) -> str:
-        text = self._links(text)
+        """A whole text (not part of the stream) through every guard, counted in this guard's stats."""
+        out = LinkGuard(self._links.policy, self._link_stats).sanitize(self._stage_one(text))
+        self.stats.links_removed = self._link_stats.removed
+        self.stats.hosts = list(self._link_stats.hosts)
+        return out
+
+    def _stage_one(self, text: str) -> str:
+        """Unknown citations and system-prompt copies (links are the link guard's, after this)."""
         text = self._citations(text)
         if self._sp:
             text = self._leaks(text)
         return text
-
-    def _links(self, text: str) -> str:
-        allowed = self.config.allowed_hosts
-
-        def md(match: re.Match[str]) -> str:
-            image, label, url = match.group(1), match.group(2), match.group(3)
-            if host_allowed(url, allowed):
-                return match.group(0)
-            self.stats.links_removed += 1
-            self.stats.hosts.append(urlsplit(url if "://" in url else "http://" + url).hostname or url)
-            return "" if image else label
-
-        text = MD_LINK.sub(md, text)
-
-        def bare(match: re.Match[str]) -> str:
-            url = match.group(1)
-            if host_allowed(url, allowed):
-                return url
-            self.stats.links_removed += 1
-            self.stats.hosts.append(urlsplit(url if "://" in url else "http://" + url).hostname or url)
-            return REMOVED
-
-        return BARE_URL.sub(bare, text)
 
     def _citations(self, text: str) -> str:
         valid = self.config.valid_citations

@@ -8,8 +8,10 @@
 * retrieve: the index's LangChain retriever (hybrid by default).
 * assemble: deduplicate, number the sources [1]..[n], and truncate them to the context budget.
 * generate: stream the answer through the guard, which drops citations of numbers that were never
-  given and off-allowlist links. When no chunk reaches ``min_relevance`` the model is not called
-  and the answer says the documents don't cover the question.
+  given and off-allowlist links, then through the groundedness verifier (agentstack/grounding),
+  which releases a sentence only once it is checked against the sources, and abstains when no
+  supported sentence answers the question. When no chunk reaches ``min_relevance`` the model is not
+  called and the answer says the documents don't cover the question.
 
 Sources are put in the user turn between clear delimiters, and the system prompt says they are
 data; the guards do not rely on the model obeying that.
@@ -26,6 +28,7 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 
 from agentstack.engines.params import SamplingParams, StructuredOutput
+from agentstack.grounding.verifier import SentenceGate, skipped
 from agentstack.orchestrators import prompts
 from agentstack.orchestrators.budget import TokenCounter, fit_history
 from agentstack.orchestrators.common import AgentDeps, summarizer, Generation, add_usage, generate
@@ -50,6 +53,7 @@ class RagState(TypedDict, total=False):
     abstained: bool
     guard: dict[str, Any]
     timings: dict[str, float]
+    grounding: dict[str, Any]
 
 
 def _user_text(message: dict[str, Any]) -> str:
@@ -156,7 +160,8 @@ class RagOrchestrator:
             writer(TokenEvent(text))
             gen = Generation(text=text, raw=text, usage=_zero(), model_version=state["model"], rendered_prompt=None,
                              finish_reason="stop", seconds=0.0)
-            return {"generation": gen, "messages": [], "abstained": True, "usage": usage, "guard": {}}
+            return {"generation": gen, "messages": [], "abstained": True, "usage": usage, "guard": {},
+                    "grounding": skipped("abstained", "no retrieved source reached min_relevance").public()}
         block = "\n\n".join(prompts.SOURCE_LINE.format(n=s.n, title=s.title or s.source, text=s.text)
                             for s in sources)
         user = prompts.RAG_USER.format(sources=block, question=state["question"])
@@ -166,13 +171,21 @@ class RagOrchestrator:
         structured = None
         if self.deps.settings.require_citation and self.deps.engine.capabilities.structured_output:
             structured = StructuredOutput(kind="grammar", value=citation_grammar(len(sources)))
+        check = self.deps.answer_check(request, state["question"], [(s.n, s.text) for s in sources])
         gen = await generate(self.deps.engine, messages, state["model"], request.params, guard=guard, emit=writer,
-                             structured=structured)
+                             structured=structured, gate=SentenceGate(check) if check is not None else None)
         add_usage(usage, gen.usage)
         stats = guard.stats.__dict__ if guard is not None else {}
-        return {"generation": gen, "messages": messages, "abstained": False, "usage": usage,
-                "guard": {**state.get("guard", {}), **stats},
-                "timings": {**state.get("timings", {}), "generate_ms": round(gen.seconds * 1000, 1)}}
+        timings = {**state.get("timings", {}), "generate_ms": round(gen.seconds * 1000, 1)}
+        if check is None:
+            grounding = skipped("off", "the groundedness verifier is off for this request").public()
+        else:
+            grounding = check.grounding().public()
+            timings.update(verify_ms=grounding["verify_ms"],
+                           verify_after_generate_ms=round((gen.total_seconds - gen.seconds) * 1000, 1))
+        return {"generation": gen, "messages": messages, "usage": usage,
+                "abstained": grounding["decision"] == "abstained", "guard": {**state.get("guard", {}), **stats},
+                "timings": timings, "grounding": grounding}
 
 
 def citation_grammar(n_sources: int) -> str:

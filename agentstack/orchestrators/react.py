@@ -14,7 +14,9 @@ parsed leniently and failures are counted as format errors and fed back to the m
 
 Limits: ``max_steps`` and a timeout per tool from ``policies/tools.yaml``. Tool errors become
 observations. A call to a tool outside the active set is refused in code. Every step is traced
-and streamed as a ``step`` event; the final answer streams as ``token`` events through the guard.
+and streamed as a ``step`` event; the final answer streams as ``token`` events through the guard
+and the groundedness verifier, which checks it against the tool observations and the question (a
+number must come from one of them; see agentstack/grounding/verifier.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import Any, TypedDict
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 
-from agentstack.engines.params import SamplingParams, StructuredOutput
+from agentstack.engines.params import StructuredOutput
+from agentstack.grounding.verifier import SentenceGate, skipped
 from agentstack.orchestrators import prompts
 from agentstack.orchestrators.budget import TokenCounter, fit_history
 from agentstack.orchestrators.common import AgentDeps, summarizer, add_usage, generate, system_text
@@ -89,6 +92,7 @@ class ReactState(TypedDict, total=False):
     finish_reason: str | None
     guard: dict[str, Any]
     force_final: bool
+    grounding: dict[str, Any]
 
 
 class ReactOrchestrator:
@@ -125,7 +129,10 @@ class ReactOrchestrator:
         params = request.params.model_copy(update={
             "max_tokens": max(request.params.max_tokens or 0, self.deps.settings.react_step_tokens), "n": 1,
             "stop": [*request.params.stop, "\nObservation:"]})
-        final_stream = _FinalAnswerStream(self.deps.guard(system_prompt=system_text(state["messages"])), writer)
+        check = self.deps.answer_check(request, _question(request), _observations(state["steps"]), mode="react",
+                                       eager=False)
+        final_stream = _FinalAnswerStream(self.deps.guard(system_prompt=system_text(state["messages"])), writer,
+                                          SentenceGate(check) if check is not None else None)
         gen = await generate(self.deps.engine, state["messages"], state["model"], params, structured=structured,
                              emit=final_stream.on_token)
         usage = dict(state["usage"])
@@ -145,8 +152,10 @@ class ReactOrchestrator:
             thought, action, arg = parsed
             step = Step(n=n, thought=thought, action=action, action_input=arg, raw=gen.raw)
             if action == FINAL:
-                answer = final_stream.finish(arg)
+                answer = await final_stream.finish(arg)
                 update.update(answer=answer, guard=final_stream.stats())
+                update["grounding"] = check.grounding().public() if check is not None else skipped(
+                    "off", "the groundedness verifier is off for this request", "react").public()
         update.update(steps=[*state["steps"], step], messages=messages)
         if step.action == FINAL or step.error:
             writer(StepEvent(step))
@@ -191,16 +200,28 @@ class ReactOrchestrator:
         return {"messages": messages, "steps": [*state["steps"][:-1], step], "force_final": force_final}
 
 
+def _question(request: AgentRequest) -> str:
+    from agentstack.engines.messages import content_text
+
+    return content_text(request.messages[-1].get("content"), "message")
+
+
+def _observations(steps: list[Step]) -> list[tuple[int, str]]:
+    """The evidence a final answer may rest on (the question counts too: see build_evidence)."""
+    return [(s.n, s.observation) for s in steps if s.observation and not s.error]
+
+
 class _FinalAnswerStream:
-    """Streams only the text after ``Final Answer:`` as tokens, through the guard."""
+    """Streams only the text after ``Final Answer:`` as tokens, through the guard and the
+    groundedness verifier's sentence gate."""
 
     MARK = "Final Answer:"
 
-    def __init__(self, guard: Any, writer: Any):
-        self.guard, self.writer = guard, writer
+    def __init__(self, guard: Any, writer: Any, gate: Any = None):
+        self.guard, self.writer, self.gate = guard, writer, gate
         self.raw, self.started, self.sent = "", False, 0
 
-    def on_token(self, event: TokenEvent) -> None:
+    async def on_token(self, event: TokenEvent) -> None:
         self.raw += event.text
         if not self.started:
             at = self.raw.find(self.MARK)
@@ -214,16 +235,33 @@ class _FinalAnswerStream:
             return
         self.sent = len(self.raw)
         out = self.guard.feed(piece) if self.guard is not None else piece
+        if out and self.gate is not None:
+            out = await self.gate.feed(out)
         if out:
             self.writer(TokenEvent(out))
 
-    def finish(self, answer: str) -> str:
+    async def finish(self, answer: str) -> str:
         if self.guard is None:
-            return answer
-        rest = self.guard.finish()
+            text = answer
+        else:
+            rest = self.guard.finish()
+            text = self.guard.text.strip() or self.guard.sanitize(answer)
+            if rest and self.gate is None:
+                self.writer(TokenEvent(rest))
+            elif rest:
+                rest = await self.gate.feed(rest)
+                if rest:
+                    self.writer(TokenEvent(rest))
+        if self.gate is None:
+            return text
+        if not self.started:  # the answer never streamed (parsed from the whole step): check it now
+            rest = await self.gate.feed(text)
+            if rest:
+                self.writer(TokenEvent(rest))
+        rest = await self.gate.finish()
         if rest:
             self.writer(TokenEvent(rest))
-        return self.guard.text.strip() or self.guard.sanitize(answer)
+        return self.gate.text.strip()
 
     def stats(self) -> dict[str, Any]:
         return dict(self.guard.stats.__dict__) if self.guard is not None else {}

@@ -16,6 +16,7 @@ from langgraph.graph import END, START, StateGraph
 
 from agentstack.engines.messages import normalize_messages
 from agentstack.errors import InvalidRequestError
+from agentstack.grounding.verifier import skipped
 from agentstack.orchestrators import prompts
 from agentstack.orchestrators.budget import TokenCounter, fit_history
 from agentstack.orchestrators.common import AgentDeps, summarizer, Generation, add_usage, generate, system_text
@@ -111,14 +112,18 @@ class Orchestrators:
             return DoneEvent(answer=answer, sources=[], trace=state["steps"], usage=state["usage"],
                              model_version=state["last_version"], rendered_prompt=state["last_prompt"],
                              messages=state["messages"], prompt_template_version=template, finish_reason=finish,
-                             guard={**state.get("guard", {}), "format_errors": state.get("format_errors", 0)})
+                             guard={**state.get("guard", {}), "format_errors": state.get("format_errors", 0)},
+                             grounding=state.get("grounding") or skipped(
+                                 "unchecked", "no final answer to check", "react").public())
         gen: Generation = state["generation"]
         return DoneEvent(answer=gen.text, sources=state.get("sources", []), trace=[], usage=state["usage"],
                          model_version=gen.model_version, rendered_prompt=gen.rendered_prompt,
                          messages=state["messages"], prompt_template_version=template,
                          finish_reason=gen.finish_reason,
                          guard={**state.get("guard", {}), "abstained": bool(state.get("abstained"))},
-                         timings={**state.get("timings", {}), "generate_ms": round(gen.seconds * 1000, 1)})
+                         timings={**state.get("timings", {}), "generate_ms": round(gen.seconds * 1000, 1)},
+                         grounding=state.get("grounding") or skipped(
+                             "unchecked", "plain chat has no sources to check against", "plain").public())
 
     async def complete(self, request: AgentRequest) -> DoneEvent:
         done = None

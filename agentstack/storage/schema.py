@@ -61,6 +61,7 @@ responses = sa.Table(
     sa.Column("completion_tokens", sa.Integer),
     sa.Column("latency_ms", sa.Float(precision=53)),
     sa.Column("created_at", Time, nullable=False),
+    sa.Column("grounding_json", sa.Text),  # the groundedness verifier's verdict (agentstack/grounding)
     sa.Index("responses_conversation", "conversation_id", "turn"),
     sa.Index("responses_owner", "key_id", "user_id", "created_at"),
     sa.Index("responses_parent", "parent_id"),

@@ -5,17 +5,18 @@ end user's data (operator role only).
   user), what (action, target, detail), when (``at``, Unix seconds) and the outcome.
 * ``DELETE /v1/admin/users/{user_id}/data`` (``?key_id=`` to limit to one app key): deletes the
   user's conversations, responses and feedback, so no future training set contains them; returns
-  the counts. The audit entry names the user by a hash, not the id itself.
+  the counts. The audit entry names the user by a pseudonym (a keyed HMAC of the id, see
+  ``agentstack/feedback/privacy.py``), not the id itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Any
 
 from fastapi import APIRouter, Query
 
+from agentstack.feedback import privacy
 from server.deps import Operator, Svc
 
 router = APIRouter(prefix="/v1/admin", tags=["Admin (operator)"])
@@ -30,10 +31,8 @@ async def audit_log(op: Operator, svc: Svc, limit: int = Query(default=100, ge=1
 
 @router.delete("/users/{user_id}/data", summary="Delete an end user's conversations, responses and feedback")
 async def delete_user_data(user_id: str, op: Operator, svc: Svc, key_id: str | None = None) -> dict[str, Any]:
-    from agentstack.feedback.privacy import delete_user_data as delete
-
-    counts = await asyncio.to_thread(delete, svc.db, user_id, key_id=key_id)
-    pseudonym = "sha256:" + hashlib.sha256(user_id.encode()).hexdigest()[:16]
+    counts = await asyncio.to_thread(privacy.delete_user_data, svc.db, user_id, key_id=key_id)
+    pseudonym = privacy.pseudonym(user_id, await asyncio.to_thread(svc.pseudonym_key))
     await asyncio.to_thread(svc.audit.record, key_id=op.key_id, user_id=op.user_id, action="privacy.delete_user",
                             target=pseudonym, detail={"key_id": key_id, **counts})
     return {"user": pseudonym, "key_id": key_id, "deleted": counts}

@@ -1,7 +1,7 @@
 """Alignment jobs and model versions over HTTP (operator role only). Every action is audited.
 
 * ``POST /v1/admin/alignment/jobs``: start a round (body: :class:`~agentstack.alignment.spec.JobSpec`).
-  202 with the job; 400 ``insufficient_data`` (the message says how many examples are needed);
+  202 with the job; 409 ``insufficient_data`` (the message says how many examples are needed);
   409 when a job is already running; 422 for an invalid spec.
 * ``GET /v1/admin/alignment/jobs`` (``?status=&limit=&offset=``), ``GET .../jobs/{job_id}``
   (``?log_lines=100``: the job with its spec, data counts, metrics history, gate decision, log tail).
@@ -11,6 +11,8 @@
 * ``POST /v1/admin/models/{version}/promote`` (body ``{"force": false}`` optional): hot swap; 404
   unknown version, 409 rejected by the gate (unless forced).
 * ``POST /v1/admin/models/rollback`` (body ``{"version": null}`` optional: the previous version).
+* ``POST /v1/admin/models/{version}/selectable`` (body ``{"selectable": true}``): whether app keys
+  may ask for the version by name (they always get the active one through the served alias).
 
 The work is in ``agentstack.alignment``; routes look up, check, act.
 """
@@ -22,11 +24,12 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from agentstack.alignment.jobs import STATUSES
 from agentstack.alignment.spec import JobSpec
 from agentstack.errors import AgentstackError, InvalidRequestError
+from agentstack.strict import StrictModel
 from server.auth import Principal
 from server.deps import Operator, Svc
 from server.services import Services
@@ -40,13 +43,13 @@ async def _audit(svc: Services, op: Principal, action: str, target: str | None, 
                             detail=detail, outcome=outcome)
 
 
-class PromoteRequest(BaseModel):
+class PromoteRequest(StrictModel):
     model_config = ConfigDict(extra="forbid")
 
     force: bool = Field(default=False, description="Promote even if the gate rejected the version (audited).")
 
 
-class RollbackRequest(BaseModel):
+class RollbackRequest(StrictModel):
     model_config = ConfigDict(extra="forbid")
 
     version: str | None = Field(default=None, description="The version to return to; unset = the previous one.")
@@ -66,7 +69,9 @@ async def submit_job(spec: JobSpec, op: Operator, svc: Svc) -> dict[str, Any]:
 
 
 @router.get("/alignment/jobs", summary="Alignment jobs, newest first")
-async def list_jobs(op: Operator, svc: Svc, status: str | None = None, limit: int = Query(default=50, ge=1, le=500),
+async def list_jobs(op: Operator, svc: Svc,
+                    status: str | None = Query(default=None, description="Only jobs in this status.",
+                                               json_schema_extra={"enum": list(STATUSES)}), limit: int = Query(default=50, ge=1, le=500),
                     offset: int = Query(default=0, ge=0)) -> dict[str, Any]:
     if status is not None and status not in STATUSES:
         raise InvalidRequestError(f"status must be one of {', '.join(STATUSES)}, got {status!r}", param="status")
@@ -107,6 +112,25 @@ async def promote(version: str, op: Operator, svc: Svc, body: PromoteRequest | N
                                                          "message": exc.message}, outcome="error")
         raise
     await _audit(svc, op, "model.promote", version, {"force": body.force, **result})
+    return JSONResponse(result)
+
+
+class SelectableRequest(StrictModel):
+    model_config = ConfigDict(extra="forbid")
+
+    selectable: bool = Field(default=True, description="Whether app keys may ask for this version by name.")
+
+
+@router.post("/models/{version}/selectable", summary="Let app keys select a version by name, or stop them")
+async def set_selectable(version: str, op: Operator, svc: Svc, body: SelectableRequest | None = None) -> JSONResponse:
+    body = body or SelectableRequest()
+    try:
+        result = await asyncio.to_thread(svc.alignment.deployer.set_selectable, version, body.selectable)
+    except AgentstackError as exc:
+        await _audit(svc, op, "model.selectable", version, {"selectable": body.selectable, "error": exc.code},
+                     outcome="error")
+        raise
+    await _audit(svc, op, "model.selectable", version, {"selectable": body.selectable, "changed": result["changed"]})
     return JSONResponse(result)
 
 

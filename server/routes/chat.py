@@ -19,26 +19,31 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from agentstack.engines.params import SamplingParams
 from agentstack.errors import AgentstackError, ForbiddenError, InvalidRequestError, NotFoundError
 from agentstack.history import ResponseRecord, new_id, public_response
-from agentstack.orchestrators.events import AgentRequest, DoneEvent, SourceEvent, StepEvent, TokenEvent
+from agentstack.orchestrators.events import (AgentRequest, DoneEvent, GroundingOptions, SourceEvent, StepEvent,
+                                             TokenEvent)
+from agentstack.strict import StrictModel
 from server.auth import Principal
 from server.deps import AppUser, Svc
 from server.disconnect import until_disconnect
 from server.errors import status_for
+from server.openapi import exactly_one_of
+from server.schemas import ChatMessageIn, GroundingSwitch
 from server.services import Services
 
 router = APIRouter(tags=["chat"])
 
 
-class GenerationParams(BaseModel):
+class GenerationParams(StrictModel):
     model_config = ConfigDict(extra="forbid")
     temperature: float | None = None
     top_p: float | None = None
@@ -62,11 +67,12 @@ class GenerationParams(BaseModel):
             raise InvalidRequestError(f"params.{field}: {err['msg']}", param=f"params.{field}") from None
 
 
-class AppChatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AppChatRequest(StrictModel):
+    # Exactly one of `message` and `messages` (the server answers 400 otherwise; the schema says so).
+    model_config = ConfigDict(extra="forbid", json_schema_extra=exactly_one_of("message", "messages"))
     message: str | None = Field(default=None, min_length=1, max_length=32_000,
                                 description="The user's new message; history comes from `conversation_id`.")
-    messages: list[dict[str, Any]] | None = Field(default=None, min_length=1,
+    messages: list[ChatMessageIn] | None = Field(default=None, min_length=1,
                                                   description="A whole conversation instead of `message`.")
     conversation_id: str | None = None
     mode: Literal["plain", "rag", "react"] = "plain"
@@ -77,10 +83,12 @@ class AppChatRequest(BaseModel):
     structured: bool = Field(default=True, description="React: constrain each step with a grammar.")
     model: str | None = Field(default=None, description="A model version; default: the active one.")
     params: GenerationParams = Field(default_factory=GenerationParams)
+    grounding: GroundingSwitch = Field(default_factory=GroundingSwitch,
+                                        description="The groundedness verifier's switches (rag, react).")
     stream: bool = False
 
 
-class RegenerateRequest(BaseModel):
+class RegenerateRequest(StrictModel):
     model_config = ConfigDict(extra="forbid")
     params: GenerationParams | None = None
     stream: bool = False
@@ -100,11 +108,13 @@ def store_agent_response(svc: Services, principal: Principal, *, response_id: st
         model_version=done.model_version, messages=request.messages,
         params={**request.params.model_dump(exclude_defaults=True), "index": request.index, "top_k": request.top_k,
                 "filters": request.filters,
-                "tools": request.tools, "structured": request.structured, "prompt_messages": done.messages},
+                "tools": request.tools, "structured": request.structured, "prompt_messages": done.messages,
+                "grounding": {k: v for k, v in asdict(request.grounding).items() if v is not None}},
         answer=done.answer, rendered_prompt=done.rendered_prompt, finish_reason=done.finish_reason,
         prompt_template_version=done.prompt_template_version, sources=[s.public() for s in done.sources],
         trace=[s.public() for s in done.trace], prompt_tokens=done.usage.get("prompt_tokens"),
-        completion_tokens=done.usage.get("completion_tokens"), latency_ms=(time.perf_counter() - started) * 1000)
+        completion_tokens=done.usage.get("completion_tokens"), latency_ms=(time.perf_counter() - started) * 1000,
+        grounding=done.grounding or None)
     svc.responses.record(rec)
     if conversation_id is not None:
         svc.conversations.touch(conversation_id)
@@ -172,6 +182,8 @@ async def chat(body: AppChatRequest, http: Request, user: AppUser, svc: Svc):
     if (body.message is None) == (body.messages is None):
         raise InvalidRequestError("send exactly one of `message` or `messages`", param="message")
     check_index(user, body.index)
+    if body.model is not None:
+        svc.resolve_model(body.model, user)  # an app key may name only the active or a selectable version
     if body.conversation_id:
         conv = await asyncio.to_thread(svc.conversations.get, body.conversation_id, key_id=user.key_id,
                                        user_id=user.user_id)
@@ -179,12 +191,13 @@ async def chat(body: AppChatRequest, http: Request, user: AppUser, svc: Svc):
         conversation_id = conv["id"]
     else:
         history, conversation_id = [], None
-    new = [{"role": "user", "content": body.message}] if body.message is not None else list(body.messages or [])
+    new = [{"role": "user", "content": body.message}] if body.message is not None else \
+        [m.model_dump(exclude_none=True) for m in body.messages or []]
     request = AgentRequest(messages=history + new, mode=body.mode, index=body.index, top_k=body.top_k,
                            filters=body.filters,
                            params=body.params.sampling(svc.settings.orchestration), tools=body.tools,
                            structured=body.structured,
-                           model=body.model)
+                           model=body.model, grounding=body.grounding.options())
     if conversation_id is None:
         title = str(new[-1].get("content", ""))[:120] if new else ""
         conversation_id = await asyncio.to_thread(svc.conversations.create, key_id=user.key_id,
@@ -209,7 +222,8 @@ async def regenerate(response_id: str, http: Request, user: AppUser, svc: Svc, b
     request = AgentRequest(messages=original.messages, mode=original.mode, index=params.get("index"),
                            top_k=params.get("top_k"), filters=params.get("filters"), params=sampling,
                            tools=params.get("tools"),
-                           structured=params.get("structured", True), model=None)
+                           structured=params.get("structured", True), model=None,
+                           grounding=GroundingOptions(**(params.get("grounding") or {})))
     return await _answer(svc, user, request, conversation_id=original.conversation_id,
                          parent_id=original.parent_id or original.id, turn=original.turn or 0, stream=body.stream,
                          http=http)

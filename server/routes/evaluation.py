@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
 from agentstack.errors import NotFoundError
@@ -24,6 +25,8 @@ from server.deps import Operator, Svc
 
 router = APIRouter(prefix="/v1/admin/eval", tags=["Evaluation (operator)"])
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RunId = Annotated[str, PathParam(description="A run id (a folder name under eval_path).",
+                                 json_schema_extra={"pattern": RUN_ID.pattern})]
 REPORT_CSP = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'none'"
 
 
@@ -49,7 +52,7 @@ async def list_eval_reports(op: Operator, svc: Svc) -> dict[str, Any]:
 
 
 @router.get("/reports/{run_id}", summary="One evaluation report (JSON)")
-async def get_eval_report(run_id: str, op: Operator, svc: Svc) -> dict[str, Any]:
+async def get_eval_report(run_id: RunId, op: Operator, svc: Svc) -> dict[str, Any]:
     from agentstack.evaluation.reports import load_report
 
     folder = _run_dir(svc.settings.eval_path, run_id)
@@ -58,7 +61,7 @@ async def get_eval_report(run_id: str, op: Operator, svc: Svc) -> dict[str, Any]
 
 @router.get("/reports/{run_id}/html", summary="One evaluation report as its HTML page (sandboxed)",
             response_class=FileResponse)
-async def get_eval_report_html(run_id: str, op: Operator, svc: Svc) -> FileResponse:
+async def get_eval_report_html(run_id: RunId, op: Operator, svc: Svc) -> FileResponse:
     page = _run_dir(svc.settings.eval_path, run_id) / "report.html"
     if not page.is_file():
         raise NotFoundError(f"eval report {run_id!r} has no HTML page", param="run_id",

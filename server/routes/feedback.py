@@ -17,18 +17,20 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field
+
+from agentstack.strict import StrictModel
 
 from server.deps import AppUser, Operator, Svc
 
 router = APIRouter(tags=["Feedback"])
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(StrictModel):
     model_config = ConfigDict(extra="forbid")
 
     response_id: str = Field(min_length=1, max_length=200, description="The `id` of a chat completion or of a "
@@ -39,20 +41,29 @@ class FeedbackRequest(BaseModel):
                                    "wanted (optional); it becomes a preference pair against the rated answer.")
 
 
-def _ts(value: str | None, name: str) -> float | None:
-    if value is None:
-        return None
+def _ts(value: float | datetime | None) -> float | None:
+    return value.timestamp() if isinstance(value, datetime) else value
+
+
+def _time(value: Any) -> Any:
+    """Unix seconds or ISO 8601, with an error that says so (pydantic's names each union branch)."""
+    if value is None or isinstance(value, (int, float, datetime)):
+        return value
     try:
         return float(value)
     except ValueError:
         pass
     try:
-        return datetime.fromisoformat(value).timestamp()
+        return datetime.fromisoformat(value)
     except ValueError:
-        from agentstack.errors import InvalidRequestError
+        raise ValueError(f"{value!r} is neither Unix seconds nor an ISO 8601 time") from None
 
-        raise InvalidRequestError(f"{name}={value!r} is neither Unix seconds nor an ISO 8601 time",
-                                  param=name) from None
+
+# The validator must sit inside Annotated with the Query (FastAPI drops it when Query is the default).
+Since = Annotated[float | datetime | None, BeforeValidator(_time),
+                  Query(description="From this time: Unix seconds or an ISO 8601 date-time.")]
+Until = Annotated[float | datetime | None, BeforeValidator(_time),
+                  Query(description="Up to this time: Unix seconds or an ISO 8601 date-time.")]
 
 
 @router.post("/v1/feedback", summary="Thumbs up or down on a served response (app)")
@@ -67,24 +78,26 @@ async def post_feedback(body: FeedbackRequest, user: AppUser, svc: Svc) -> dict[
 
 
 @router.get("/v1/feedback/stats", summary="Votes per model version, overall and over time")
-async def feedback_stats(user: AppUser, svc: Svc, since: str | None = None, until: str | None = None,
+async def feedback_stats(user: AppUser, svc: Svc, since: Since = None,
+                         until: Until = None,
                          bucket: Literal["hour", "day", "week"] = "day",
                          key_id: str | None = Query(default=None, description="Operators: one key only.")
                          ) -> dict[str, Any]:
     scope = key_id if user.has("operator") else user.key_id
-    stats = await asyncio.to_thread(svc.alignment.feedback.stats, key_id=scope, since=_ts(since, "since"),
-                                    until=_ts(until, "until"), bucket=bucket)
+    stats = await asyncio.to_thread(svc.alignment.feedback.stats, key_id=scope, since=_ts(since),
+                                    until=_ts(until), bucket=bucket)
     return {**stats, "key_id": scope}
 
 
 @router.get("/v1/admin/feedback/export", summary="All votes as scrubbed JSONL (operator)",
             response_class=StreamingResponse)
-async def export_feedback(op: Operator, svc: Svc, since: str | None = None, until: str | None = None,
+async def export_feedback(op: Operator, svc: Svc, since: Since = None,
+                          until: Until = None,
                           model_version: str | None = None) -> StreamingResponse:
     from agentstack.feedback.export import export_records
 
     alignment = svc.alignment
-    lo, hi = _ts(since, "since"), _ts(until, "until")
+    lo, hi = _ts(since), _ts(until)
     salt = svc.settings.privacy.hash_salt.get_secret_value().encode() if svc.settings.privacy.hash_salt else None
     await asyncio.to_thread(alignment.scrubber.warm_up)
     records = await asyncio.to_thread(lambda: list(export_records(alignment.feedback, alignment.scrubber, since=lo,

@@ -18,13 +18,16 @@ import base64
 import binascii
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import ConfigDict, Field, model_validator
 
 from agentstack.errors import ForbiddenError, InvalidRequestError
 from agentstack.index.manager import IndexManager
+from agentstack.index.spec import NAME_RE
+from agentstack.strict import StrictModel
 from server.auth import Principal
 from server.deps import AppUser, Operator, Svc
+from server.openapi import exactly_one_of
 from server.services import Services
 
 router = APIRouter(prefix="/v1/indexes", tags=["Indexes"])
@@ -36,6 +39,8 @@ def get_indexes(svc: Svc) -> IndexManager:
 
 
 Indexes = Annotated[IndexManager, Depends(get_indexes)]
+# Documented only: a bad name still gets the index module's 400, which says how to fix it.
+IndexName = Annotated[str, Path(description="An index name.", json_schema_extra={"pattern": NAME_RE.pattern})]
 
 
 def _readable(principal: Principal, name: str) -> None:
@@ -56,7 +61,7 @@ async def _audit(svc: Services, op: Principal, action: str, target: str, detail:
     await asyncio.to_thread(svc.shared.publish, INDEX_CHANNEL, {"index": target, "action": action})
 
 
-class SearchBody(BaseModel):
+class SearchBody(StrictModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(description="The question or keywords.")
@@ -67,8 +72,8 @@ class SearchBody(BaseModel):
     min_score: float | None = Field(default=None, description="Drop results scoring below this.")
 
 
-class UploadDocument(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class UploadDocument(StrictModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=exactly_one_of("text", "content_base64"))
 
     name: str = Field(min_length=1, max_length=255, description="File name; its extension picks the format.")
     text: str | None = Field(default=None, description="The content as text.")
@@ -90,7 +95,7 @@ class UploadDocument(BaseModel):
                                       param="documents", fix="encode the file with standard base64") from None
 
 
-class UploadBody(BaseModel):
+class UploadBody(StrictModel):
     model_config = ConfigDict(extra="forbid")
 
     documents: list[UploadDocument] = Field(min_length=1, max_length=1000)
@@ -105,7 +110,7 @@ async def list_indexes(user: AppUser, indexes: Indexes) -> dict[str, Any]:
 
 
 @router.post("/{name}/search", summary="Search an index (dense, bm25 or hybrid)")
-async def search(name: str, body: SearchBody, user: AppUser, indexes: Indexes) -> dict[str, Any]:
+async def search(name: IndexName, body: SearchBody, user: AppUser, indexes: Indexes) -> dict[str, Any]:
     _readable(user, name)
     index = indexes.open(name)
     hits = await asyncio.to_thread(index.search, body.query, k=body.k, mode=body.mode, filters=body.filters,
@@ -114,7 +119,7 @@ async def search(name: str, body: SearchBody, user: AppUser, indexes: Indexes) -
 
 
 @router.get("/{name}/documents", summary="List an index's documents")
-async def list_documents(name: str, user: AppUser, indexes: Indexes, offset: int = Query(0, ge=0),
+async def list_documents(name: IndexName, user: AppUser, indexes: Indexes, offset: int = Query(0, ge=0),
                          limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
     _readable(user, name)
     rows, total = await asyncio.to_thread(indexes.open(name).documents, offset=offset, limit=limit)
@@ -123,10 +128,11 @@ async def list_documents(name: str, user: AppUser, indexes: Indexes, offset: int
 
 # -- write and inspect: operators -------------------------------------------------------------------
 @router.post("/{name}/documents", summary="Upload documents (added, replaced or skipped if unchanged)")
-async def upload(name: str, body: UploadBody, op: Operator, svc: Svc, indexes: Indexes) -> dict[str, Any]:
-    indexes.open(name)  # 404 before anything is decoded
-    files = [(d.name, d.content()) for d in body.documents]
-    try:
+async def upload(name: IndexName, body: UploadBody, op: Operator, svc: Svc, indexes: Indexes) -> dict[str, Any]:
+    files: list[tuple[str, bytes]] = []
+    try:  # a refused upload (unknown index: 404 before anything is decoded) is audited too
+        indexes.open(name)
+        files = [(d.name, d.content()) for d in body.documents]
         report = await asyncio.to_thread(indexes.add_bytes, name, files, metadata=body.metadata)
     except Exception as exc:
         await _audit(svc, op, "index.upload", name, {"files": len(files)}, outcome=type(exc).__name__)
@@ -138,7 +144,7 @@ async def upload(name: str, body: UploadBody, op: Operator, svc: Svc, indexes: I
 
 
 @router.delete("/{name}/documents/{ref:path}", summary="Delete a document by id or source, with its vectors")
-async def delete_document(name: str, ref: str, op: Operator, svc: Svc, indexes: Indexes) -> dict[str, Any]:
+async def delete_document(name: IndexName, ref: str, op: Operator, svc: Svc, indexes: Indexes) -> dict[str, Any]:
     try:
         report = await asyncio.to_thread(indexes.delete, name, ref)
     except Exception as exc:
@@ -149,20 +155,20 @@ async def delete_document(name: str, ref: str, op: Operator, svc: Svc, indexes: 
 
 
 @router.get("/{name}/stats", summary="Counts, sizes, configuration and the last ingest")
-async def stats(name: str, op: Operator, indexes: Indexes) -> dict[str, Any]:
+async def stats(name: IndexName, op: Operator, indexes: Indexes) -> dict[str, Any]:
     return await asyncio.to_thread(indexes.open(name).stats)
 
 
 @router.get("/{name}/verify", summary="Check the index's consistency")
-async def verify(name: str, op: Operator, indexes: Indexes) -> dict[str, Any]:
+async def verify(name: IndexName, op: Operator, indexes: Indexes) -> dict[str, Any]:
     report = await asyncio.to_thread(indexes.verify, name)
     return report.to_dict()
 
 
 @router.post("/{name}/rebuild", summary="Re-scrub, re-chunk and re-embed every document as one new version")
-async def rebuild(name: str, op: Operator, svc: Svc, indexes: Indexes) -> dict[str, Any]:
-    indexes.open(name)
+async def rebuild(name: IndexName, op: Operator, svc: Svc, indexes: Indexes) -> dict[str, Any]:
     try:
+        indexes.open(name)
         report = await asyncio.to_thread(indexes.rebuild, name)
     except Exception as exc:
         await _audit(svc, op, "index.rebuild", name, outcome=type(exc).__name__)

@@ -38,8 +38,11 @@ def _model_cards(svc: Services, principal: Principal | None = None) -> list[dict
     ctx = {m.id: m.context_length for m in models}
     cards = [{"id": svc.router.alias, "object": "model", "created": int(time.time()), "owned_by": "agentstack",
               "root": active, "parent": None, "max_model_len": ctx.get(active), "active_version": active}]
+    visible = None if principal is None or principal.has("operator") else \
+        {active, *svc.alignment.deployer.selectable()}  # app keys see what they may select
     cards += [{"id": m.id, "object": "model", "created": m.created, "owned_by": "agentstack", "root": m.id,
-               "parent": m.parent, "max_model_len": m.context_length} for m in models]
+               "parent": m.parent, "max_model_len": m.context_length} for m in models
+              if visible is None or m.id in visible]
     if principal is not None:
         for name in svc.indexes.names():
             if principal.may_read_index(name):
@@ -59,7 +62,7 @@ async def get_model(model_id: str, user: AppUser, svc: Svc) -> dict[str, Any]:
     for card in await asyncio.to_thread(_model_cards, svc, user):
         if card["id"] == model_id:
             return card
-    svc.router.resolve(model_id)  # raises the 404 listing what exists
+    svc.resolve_model(model_id, user)  # raises the 404 listing what exists, or 403 for an app key
     raise ModelNotFoundError(model_id)
 
 
@@ -100,7 +103,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, user: 
         from server.routes.orchestrated import orchestrated_completion
 
         return await orchestrated_completion(body, mode, index, request, user, svc)
-    version = svc.router.resolve(body.model)
+    if body.grounding is not None:
+        raise InvalidRequestError("`grounding` applies to the rag:<index> and react:<index> models only",
+                                  param="grounding", fix="drop the field, or ask a rag:<index> model")
+    version = svc.resolve_model(body.model, user)
     params = body.sampling_params()
     chat = ChatRequest(messages=body.message_dicts(), model=version, params=params, structured=body.structured(),
                        tools=body.tools, tool_choice=body.tool_choice, parallel_tool_calls=body.parallel_tool_calls,
@@ -208,7 +214,7 @@ async def _sse(svc: Services, principal: Principal, body: ChatCompletionRequest,
 # -- tokenize / embeddings --------------------------------------------------------------------------
 @router.post("/tokenize", summary="Count a chat prompt's tokens (vLLM-compatible)")
 async def tokenize(body: TokenizeRequest, user: AppUser, svc: Svc) -> dict[str, Any]:
-    version = svc.router.resolve(body.model)
+    version = svc.resolve_model(body.model, user)
     if (body.messages is None) == (body.prompt is None):
         raise InvalidRequestError("send exactly one of messages or prompt", param="messages")
     if body.prompt is not None:
@@ -281,10 +287,18 @@ async def load_lora_adapter(body: LoraLoadRequest, op: Operator, svc: Svc) -> Pl
 @router.post("/v1/unload_lora_adapter", response_class=PlainTextResponse,
              summary="Unload a LoRA adapter (operator)")
 async def unload_lora_adapter(body: LoraUnloadRequest, op: Operator, svc: Svc) -> PlainTextResponse:
-    if body.lora_name == svc.router.active:
-        raise InvalidRequestError(f"{body.lora_name!r} is the active version; promote another one first",
-                                  param="lora_name")
-    await svc.engine.unload_adapter(body.lora_name)
+    try:
+        if body.lora_name == svc.router.active:
+            raise InvalidRequestError(f"{body.lora_name!r} is the active version; promote another one first",
+                                      param="lora_name")
+        await svc.engine.unload_adapter(body.lora_name)
+    except AgentstackError as exc:  # refused or failed operator actions are audited too
+        await asyncio.to_thread(svc.audit.record, key_id=op.key_id, action="lora.unload", target=body.lora_name,
+                                detail={"error": exc.code}, outcome="error")
+        raise
+    deployer = svc.alignment.deployer
+    if body.lora_name in deployer.selectable():  # a later adapter of the same name must be marked anew
+        await asyncio.to_thread(deployer.set_selectable, body.lora_name, False)
     await asyncio.to_thread(svc.audit.record, key_id=op.key_id, action="lora.unload", target=body.lora_name)
     return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
 

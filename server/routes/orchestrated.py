@@ -1,6 +1,8 @@
 """``/v1/chat/completions`` with the models ``rag:<index>`` and ``react:<index>``: the orchestrators
 behind OpenAI's wire format, so any OpenAI client gets RAG and ReAct. Sources (and the ReAct trace)
-ride in extra fields: ``sources``/``trace`` on the completion, and on the final stream chunk.
+ride in extra fields: ``sources``/``trace``/``grounding`` on the completion, and on the final stream
+chunk; the extra request field ``grounding`` (``{"enabled", "unsupported", "fallback"}``) switches
+the groundedness verifier per request.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from fastapi.responses import StreamingResponse
 
 from agentstack.errors import AgentstackError, InvalidRequestError
 from agentstack.history import new_id
-from agentstack.orchestrators.events import AgentRequest, DoneEvent, TokenEvent
+from agentstack.orchestrators.events import AgentRequest, DoneEvent, GroundingOptions, TokenEvent
 from server.auth import Principal
 from server.disconnect import until_disconnect
 from server.errors import status_for
@@ -35,7 +37,8 @@ async def orchestrated_completion(body: ChatCompletionRequest, mode: str, index:
     if body.tools or body.structured() is not None:
         raise InvalidRequestError(f"{mode}:<index> models do not take tools or output constraints", param="model")
     request = AgentRequest(messages=body.message_dicts(), mode=mode, index=index,  # type: ignore[arg-type]
-                           params=body.sampling_params())
+                           params=body.sampling_params(),
+                           grounding=body.grounding.options() if body.grounding else GroundingOptions())
     completion_id = new_id("chatcmpl")
     started = time.perf_counter()
     events = svc.orchestrators.run(request)
@@ -67,7 +70,8 @@ async def orchestrated_completion(body: ChatCompletionRequest, mode: str, index:
                 "model_version": done.model_version, "system_fingerprint": done.model_version,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": done.answer},
                              "finish_reason": done.finish_reason, "logprobs": None}],
-                "usage": done.usage, "sources": _public_sources(done), "trace": [s.public() for s in done.trace]}
+                "usage": done.usage, "sources": _public_sources(done), "trace": [s.public() for s in done.trace],
+                "grounding": done.grounding}
 
     base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": body.model}
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -86,7 +90,8 @@ async def orchestrated_completion(body: ChatCompletionRequest, mode: str, index:
                 elif isinstance(ev, DoneEvent):
                     await store(ev)
                     yield chunk({}, ev.finish_reason or "stop", sources=_public_sources(ev),
-                                trace=[s.public() for s in ev.trace], model_version=ev.model_version)
+                                trace=[s.public() for s in ev.trace], model_version=ev.model_version,
+                                grounding=ev.grounding)
                     if include_usage:
                         yield f"data: {json.dumps({**base, 'choices': [], 'usage': ev.usage})}\n\n"
             yield "data: [DONE]\n\n"

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentstack.errors import AuthError
 from server.auth import Principal
-from server.deps import AppUser, Svc, client_address
+from server.deps import USER_ID_OR_EMPTY, AppUser, Svc, client_address
 from server.sessions import COOKIE, SECURE_COOKIE, CsrfError, SessionStore, same_origin
 
 router = APIRouter(tags=["Web session"])
@@ -37,7 +37,8 @@ class SignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str = Field(min_length=1, max_length=512, description="An API key.")
-    user_id: str | None = Field(default=None, max_length=128, description="The end user's id, as `X-User-Id` "
+    user_id: str | None = Field(default=None, max_length=128, json_schema_extra={"pattern": USER_ID_OR_EMPTY},
+                                description="The end user's id, as `X-User-Id` "
                                 "would give it (letters, digits and _.@:+-); unset = the key itself.")
 
 

@@ -118,16 +118,15 @@ def test_rag_chat_streams_an_answer_with_sources(server, page):
     sign_in(page, server, APP_KEY, user="e2e-rag")
     settings(page, mode="rag", max_tokens=40)
     assert page.input_value("#index") == "facts"
-    page.evaluate("""() => {  // count the token events as they land in the answer being written
-        window.__tokenWrites = 0;
-        new MutationObserver((records) => {
-            for (const r of records) if (r.target.classList && r.target.classList.contains('streaming')) window.__tokenWrites++;
-        }).observe(document.getElementById('transcript'), {childList: true, subtree: true});
-    }""")
+    count_token_writes(page)
     rid = ask(page, "What is the capital of France?")
-    assert page.evaluate("window.__tokenWrites") > 1  # the answer arrived in pieces, not at once
+    writes = page.evaluate("window.__tokenWrites")
     answer = page.locator(ANSWER).last
     rec = server.app.state.services.responses.get(rid)
+    if rec.grounding["decision"] == "answered":  # a checked sentence (or a held group of them) at a time
+        assert 1 <= writes <= sum(c["kept"] for c in rec.grounding["claims"])
+    else:
+        assert writes == 1  # the abstain message or the quotes, once: nothing shown was taken back
     assert rec.mode == "rag" and rec.user_id == "e2e-rag" and rec.sources
     assert answer.locator(".answer-text").inner_text().strip() == rec.answer.strip()
     first = answer.locator(".sources li").first
@@ -136,6 +135,16 @@ def test_rag_chat_streams_an_answer_with_sources(server, page):
     assert "capital of France" in snippet and '<img src=x onerror="window.__xss=1"><b>bold</b>' in snippet
     assert answer.locator(".sources img, .sources b").count() == 0  # document markup stayed text
     assert page.evaluate("window.__xss") is None
+    g = rec.grounding  # the verifier's verdict is shown: which sentences the sources support
+    assert g and g["decision"] in ("answered", "abstained", "extracted")
+    summary = answer.locator("details.grounding summary").inner_text()
+    if g["decision"] == "answered":
+        kept = [c for c in g["claims"] if c["kept"]]
+        assert summary.startswith("Checked against the sources:") and f"of {len(g['claims'])} sentence" in summary
+        assert answer.locator(".answer-text .claim.supported").count() == len(kept)
+        assert answer.locator(".answer-text .claim.supported").first.inner_text() == rec.answer[kept[0]["start"]:kept[0]["end"]]
+    else:
+        assert summary.startswith(("Abstained", "Quoted from the sources"))
     citations = answer.locator("a.cite")
     if citations.count():  # a citation links to its source's snippet
         target = citations.first.get_attribute("href")
@@ -146,10 +155,21 @@ def test_rag_chat_streams_an_answer_with_sources(server, page):
     page.screenshot(path=str(ARTIFACTS / "chat.png"))
 
 
+def count_token_writes(page) -> None:
+    page.evaluate("""() => {  // count the token events as they land in the answer being written
+        window.__tokenWrites = 0;
+        new MutationObserver((records) => {
+            for (const r of records) if (r.target.classList && r.target.classList.contains('streaming')) window.__tokenWrites++;
+        }).observe(document.getElementById('transcript'), {childList: true, subtree: true});
+    }""")
+
+
 def test_thumbs_down_with_a_correction_lands_in_the_feedback_store(server, page):
     sign_in(page, server, APP_KEY, user="e2e-thumbs")
     settings(page)
+    count_token_writes(page)
     rid = ask(page, "Name a colour.")
+    assert page.evaluate("window.__tokenWrites") > 1  # a plain answer arrives in pieces, not at once
     answer = page.locator(ANSWER).last
     answer.get_by_role("button", name="Thumbs down").click()
     answer.get_by_label("Comment (optional)").fill("Too vague.")
@@ -227,6 +247,42 @@ def test_react_steps_and_citations_render_under_the_answer(server, page):
     assert page.locator("#resp-scripted-src-1").get_by_text("Six times seven is 42.").is_visible()
     assert answer.locator(".answer-text a").count() == 1  # the javascript: link stayed text
     assert "See the notes and [2]." in answer.locator(".answer-text").inner_text()
+
+
+def test_unsupported_sentences_are_marked_in_the_answer(server, page):
+    """Rendering only: a stream in the shape /v1/chat sends for rag with grounding.unsupported=mark."""
+    sign_in(page, server, APP_KEY, user="e2e-grounding")
+    answer_text = "The tower was finished in 1889 [1]. It was painted by Picasso."
+    claims = [{"text": "The tower was finished in 1889 [1].", "support": 0.91, "answers": 0.72, "supported": True,
+               "answers_question": True, "kept": True, "start": 0, "end": 35, "source": 1, "citations": [1],
+               "citations_dropped": []},
+              {"text": "It was painted by Picasso.", "support": 0.12, "answers": 0.3, "supported": False,
+               "answers_question": False, "kept": True, "start": 36, "end": 62, "source": 1, "citations": [],
+               "citations_dropped": []}]
+    done = {"id": "resp-marked", "conversation_id": "conv-marked", "parent_id": None, "turn": 0, "mode": "rag",
+            "answer": answer_text, "trace": [], "model_version": "SmolLM2-135M-Instruct", "finish_reason": "stop",
+            "sources": [{"n": 1, "index": "facts", "chunk_id": 1, "doc_id": "d1", "title": "Tower", "source": "t.md",
+                         "score": 0.8, "snippet": "The tower was finished in 1889."}],
+            "usage": {}, "created_at": time.time(),
+            "grounding": {"decision": "answered", "mode": "rag", "claims": claims, "answer_score": 0.72,
+                          "unsupported": "mark", "unsupported_claims": 1}}
+    body = ("event: token\ndata: " + json.dumps({"text": answer_text}) + "\n\n"
+            + f"event: done\ndata: {json.dumps(done)}\n\n")
+    page.route("**/v1/chat", lambda route: route.fulfill(status=200, content_type="text/event-stream", body=body))
+    ask(page, "When was the tower finished?")
+    answer = page.locator(ANSWER).last
+    good, bad = answer.locator(".claim.supported"), answer.locator(".claim.unsupported")
+    assert good.count() == 1 and bad.count() == 1
+    assert good.inner_text() == "The tower was finished in 1889 [1]." and good.locator("a.cite").count() == 1
+    assert bad.get_attribute("title").startswith("Not supported by the sources")
+    assert "It was painted by Picasso." in bad.inner_text()
+    details = answer.locator("details.grounding")
+    assert details.locator("summary").inner_text() == ("Checked against the sources: 1 of 2 sentences supported. "
+                                                       "Best answer score 0.72.")
+    details.locator("summary").click()
+    assert details.locator("li").nth(1).get_by_text("Not supported (marked)").is_visible()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat-grounding.png"))
 
 
 def test_an_operator_manages_an_index(server, page, tmp_path):

@@ -109,6 +109,20 @@ def wait_job(url: str, job_id: str, *, until: Any = None, timeout: float = 400) 
         time.sleep(0.3)
 
 
+def trainer_pids(job_id: str) -> list[int]:
+    """Live training processes of the job (their command line names the job's config file)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "agentstack.alignment.train" in cmd and job_id in cmd:
+                pids.append(int(proc.name))
+    return pids
+
+
 def random_adapter(engine: Any, path: Path, *, seed: int = 0, scale: float = 1.0, **config: Any) -> Path:
     """A real LoRA on the base model with random (non-zero) weights, multiplied by ``scale``;
     ``config`` overrides peft ``LoraConfig`` fields (r, use_dora, modules_to_save, ...)."""

@@ -18,6 +18,7 @@ from tests.integration.alignment_support import (
     fast_alignment,
     seed_siblings,
     tiny_job,
+    trainer_pids,
     vote_all,
     wait_job,
 )
@@ -32,20 +33,6 @@ def server(embedded_engine, tmp_path_factory):
     with alignment_server(embedded_engine, tmp_path_factory.mktemp("align-faults"), **fast_alignment()) as srv:
         vote_all(srv.url, seed_siblings(srv.app.state.services.db, 8))
         yield srv
-
-
-def trainer_pids(job_id: str) -> list[int]:
-    """Live training processes of the job (their command line names the job's config file)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if "agentstack.alignment.train" in cmd and job_id in cmd:
-                pids.append(int(proc.name))
-    return pids
 
 
 def training(job: dict) -> bool:

@@ -37,7 +37,7 @@ def finished_job(server):
     vote_all(server.url, seed_siblings(svc.db, 10))
     refused = httpx.post(f"{server.url}/v1/admin/alignment/jobs", headers=OP,
                          json=tiny_job(thresholds={"min_pairs": 100}))
-    assert refused.status_code == 400, refused.text
+    assert refused.status_code == 409, refused.text
     error = refused.json()["error"]
     assert error["code"] == "insufficient_data" and "needs at least 100 training pairs" in error["message"]
     r = httpx.post(f"{server.url}/v1/admin/alignment/jobs", headers=OP, json=tiny_job())

@@ -36,6 +36,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/v1/admin/models"): OPERATOR,
     ("POST", "/v1/admin/models/{version}/promote"): OPERATOR,
     ("POST", "/v1/admin/models/rollback"): OPERATOR,
+    ("POST", "/v1/admin/models/{version}/selectable"): OPERATOR,
     ("GET", "/v1/admin/audit"): OPERATOR,
     ("DELETE", "/v1/admin/users/{user_id}/data"): OPERATOR,
     ("GET", "/v1/indexes"): APP,

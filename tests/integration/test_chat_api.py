@@ -20,6 +20,17 @@ DOCS = {
 }
 
 
+def write_corpus(root):
+    """DOCS under root/docs and the spec of an index over them (no PII scrubbing); returns the spec."""
+    docs = root / "docs"
+    docs.mkdir()
+    for name, text in DOCS.items():
+        (docs / name).write_text(text)
+    spec = root / "facts.yaml"
+    spec.write_text("sources:\n  - path: docs\npii:\n  enabled: false\n")
+    return spec
+
+
 @pytest.fixture(scope="module")
 def server(embedded_engine, tmp_path_factory):
     from agentstack.index.manager import IndexManager
@@ -27,14 +38,8 @@ def server(embedded_engine, tmp_path_factory):
     from tests.conftest import LiveServer, make_settings
 
     root = tmp_path_factory.mktemp("chat")
-    docs = root / "docs"
-    docs.mkdir()
-    for name, text in DOCS.items():
-        (docs / name).write_text(text)
-    spec = root / "facts.yaml"
-    spec.write_text("sources:\n  - path: docs\npii:\n  enabled: false\n")
     settings = make_settings(root / "data")
-    IndexManager(settings).create("facts", spec_path=spec)
+    IndexManager(settings).create("facts", spec_path=write_corpus(root))
     with LiveServer(create_app(settings, engine=embedded_engine)) as srv:
         yield srv
 

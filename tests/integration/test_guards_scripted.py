@@ -45,7 +45,7 @@ def run(indexes, *, guards: bool, mode: str = "rag", question: str = "What does 
         "invoice total and the fee?", tools=None, screening: str = "standard"):
     engine = ScriptedEngine()
     deps = AgentDeps(engine=engine, settings=__import__("agentstack.config", fromlist=["x"]).OrchestrationSettings(
-        min_relevance=-1.0, top_k=4), resolve_model=lambda _: NAME, indexes=indexes,
+        min_relevance=-1.0, top_k=4, grounding={"enabled": False}), resolve_model=lambda _: NAME, indexes=indexes,
         tool_policy=ToolPolicy(allowed=["search", "calculator"]), guard_policy=GuardPolicy(injection_filter=screening), guards=guards)
     request = AgentRequest(messages=[{"role": "user", "content": question}], mode=mode, index="mail", tools=tools)
     return asyncio.run(Orchestrators(deps).complete(request)), engine

@@ -58,9 +58,13 @@ def test_load_use_unload_adapter(server, adapter):
     r = httpx.post(f"{server.url}/v1/load_lora_adapter", json={"lora_name": "v-test", "lora_path": str(adapter)},
                    headers=OP, timeout=120)
     assert r.status_code == 200 and "added successfully" in r.text
-    models = httpx.get(f"{server.url}/v1/models", headers=APP).json()["data"]
+    models = httpx.get(f"{server.url}/v1/models", headers=OP, timeout=60).json()["data"]
     card = next(m for m in models if m["id"] == "v-test")
     assert card["parent"] == "SmolLM2-135M-Instruct"
+    assert _chat(server, "v-test").status_code == 403  # not active, not marked selectable: operators only
+    assert "v-test" not in [m["id"] for m in httpx.get(f"{server.url}/v1/models", headers=APP, timeout=60).json()["data"]]
+    r = httpx.post(f"{server.url}/v1/admin/models/v-test/selectable", headers=OP, json={"selectable": True}, timeout=60)
+    assert r.status_code == 200
     out = _chat(server, "v-test").json()
     assert out["model_version"] == "v-test"
     assert out["choices"][0]["message"]["content"] != base_text
@@ -79,6 +83,7 @@ def test_load_use_unload_adapter(server, adapter):
     assert _chat(server, "v-test").status_code == 404
     audit = server.app.state.services.audit.list()
     assert [a["action"] for a in audit][:2] == ["lora.unload", "lora.load"]
+    assert "model.selectable" in [a["action"] for a in audit]
     assert audit[0]["key_id"] == "op1"
 
 

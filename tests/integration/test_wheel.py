@@ -42,7 +42,7 @@ def test_wheel_resources_resolve_without_the_checkout(tmp_path):
              "from agentstack.db import open_db\n"
              "from agentstack.storage import migrate\n"
              "db = open_db(load_settings(data_dir='data'))\n"
-             "assert migrate.current(db) == migrate.head() == '0002_shared_state', migrate.current(db)\n"
+             "assert migrate.current(db) == migrate.head() == '0003_responses_grounding', migrate.current(db)\n"
              "print('ok')\n") % str(unpacked)
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=tmp_path,
                          env={"PYTHONPATH": str(unpacked), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})

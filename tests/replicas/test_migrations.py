@@ -93,10 +93,10 @@ def test_postgres_is_migrated_by_the_command_and_a_stale_schema_refuses_to_start
     assert "AGENTSTACK_AUTH__SESSION_SECRET" in no_secret.value.fix
     first = cli("db", "migrate", "--json", env=env)
     assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout)["to"] == "0002_shared_state"
+    assert json.loads(first.stdout)["to"] == "0003_responses_grounding"
     assert "postgres@" in json.loads(first.stdout)["database"]
     again = cli("db", "migrate", env=env)
-    assert again.returncode == 0 and "already at 0002_shared_state" in again.stdout
+    assert again.returncode == 0 and "already at 0003_responses_grounding" in again.stdout
     open_db(settings).close()
 
     # a database one revision behind: the replica names the command
@@ -106,7 +106,7 @@ def test_postgres_is_migrated_by_the_command_and_a_stale_schema_refuses_to_start
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0001_baseline'"))
     engine.dispose()
-    with pytest.raises(SchemaError, match="at revision 0001_baseline; this agentstack needs 0002_shared_state"):
+    with pytest.raises(SchemaError, match="at revision 0001_baseline; this agentstack needs 0003_responses_grounding"):
         open_db(settings)
 
 

@@ -6,6 +6,7 @@ are stand-ins that record loads (the real engines' loading is tested in tests/in
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -114,10 +115,42 @@ def test_two_promotions_at_once_are_one_after_the_other(world):
     a = replica(settings, db, "a")
     b = replica(settings, db, "b")
     asyncio.run(b.beat())
-    Lease(db, "promotion", "b", 30).acquire()  # replica b (alive) is promoting
-    with pytest.raises(ConflictError, match="another promotion or rollback is in progress"):
-        asyncio.run(a.promote(version, key_id="op1"))
+    Lease(db, "promotion", "b", 30).acquire()  # replica b (alive: it keeps beating) is promoting
+    beating = threading.Event()
+    beating.set()
+
+    def heart():
+        while beating.is_set():
+            asyncio.run(b.beat())
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=heart)
+    thread.start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ConflictError, match="another promotion or rollback is in progress"):
+            asyncio.run(a.promote(version, key_id="op1"))
+        assert time.monotonic() - t0 >= settings.state.replica_timeout_s  # it waited to see b still beating
+    finally:
+        beating.clear()
+        thread.join()
     assert a.state.get().active is None
     # b dies mid-promotion (kill -9): once its heartbeat is stale its lease is taken over, long before it lapses
     db.execute("UPDATE replicas SET heartbeat_at = :t WHERE id = 'b'", {"t": time.time() - 60})
     assert asyncio.run(a.promote(version, key_id="op1"))["changed"]
+
+
+def test_a_promotion_right_after_the_holder_died_waits_for_its_heartbeat_to_stop(world):
+    """A replica restarted right after ``kill -9`` mid-promotion finds the lease held by its dead
+    predecessor, whose last heartbeat is still fresh: the promotion waits for it to go stale."""
+    from agentstack.state.records import Lease
+
+    settings, db, version = world
+    dead = replica(settings, db, "dead")
+    asyncio.run(dead.beat())  # it was alive a moment ago ...
+    Lease(db, "promotion", "dead", 30).acquire()  # ... and died holding the lease
+    a = replica(settings, db, "a")
+    t0 = time.monotonic()
+    assert asyncio.run(a.promote(version, key_id="op1"))["changed"]
+    assert time.monotonic() - t0 >= settings.state.replica_timeout_s - 0.5
+    assert a.state.get().active == version

@@ -140,3 +140,30 @@ def test_reward_pairs_from_unpaired_keep_each_side_with_its_own_prompt():
     pairs = reward_pairs_from_unpaired(data)
     assert [(p.chosen, p.rejected) for p in pairs] == [("good", "bad"), ("fine", "bad")]
     assert pairs[0].rejected_prompt[0]["content"] == "p2" and pairs[0].row()["rejected_prompt"]
+
+
+def test_unsupported_answers_become_negative_data_and_are_exported_with_their_verdict(db, store, settings):
+    """A voted answer whose raw text had a sentence the sources did not support: the raw text is an
+    undesirable completion (and the rejected side of a pair when the checked answer was voted up);
+    the verdict is stored with the response and exported with the vote."""
+    from agentstack.feedback.export import export_records
+    from agentstack.feedback.scrub import TextScrubber
+
+    raw = "Paris is the capital [1]. It has 90 million people [1]."
+    grounding = {"decision": "answered", "raw_answer": raw, "version": "grounding-1",
+                 "claims": [{"text": "Paris is the capital [1].", "support": 0.9, "answers": 0.6, "supported": True},
+                            {"text": "It has 90 million people [1].", "support": 0.0, "answers": 0.5,
+                             "supported": False}]}
+    ResponseStore(db).record(ResponseRecord(id="g0", key_id="app1", user_id="u1", endpoint="chat", model="agentstack",
+                                            model_version="base", messages=[{"role": "user", "content": "Paris?"}],
+                                            params={}, answer="Paris is the capital [1].", grounding=grounding))
+    store.vote(response_id="g0", key_id="app1", user_id="u1", rating="up")
+    answer(db, store, "g1", "Lyon?", "Lyon is a city.", "up")  # no verdict stored (before the verifier)
+    assert ResponseStore(db).get("g0").grounding == grounding and ResponseStore(db).get("g1").grounding is None
+    data = builder(store, settings).build()
+    negatives = [u for u in data.unpaired if u.source == "grounding"]
+    assert [(u.completion, u.label) for u in negatives] == [(raw, False)]
+    assert [(p.chosen, p.rejected) for p in data.pairs if p.source == "grounding"] == [("Paris is the capital [1].", raw)]
+    rows = {r["response_id"]: r for r in export_records(store, TextScrubber(settings, enabled=False))}
+    assert rows["g0"]["grounding"]["unsupported_claims"] == 1 and rows["g0"]["grounding"]["raw_answer"] == raw
+    assert rows["g1"]["grounding"] is None

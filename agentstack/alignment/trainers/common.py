@@ -91,7 +91,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names - {"trainer", "method"})
+        unknown = sorted(set(data) - names - {"trainer", "method", "launcher"})
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown fields {unknown}")
         return cls(**{k: v for k, v in data.items() if k in names})
@@ -151,13 +151,30 @@ def load_policy(config: TrainConfig) -> tuple[Any, Any]:
     return model, lora_config(config)
 
 
+def launched_sharded() -> str | None:
+    """``deepspeed`` or ``fsdp`` when ``accelerate launch`` asked for a sharded run (it says so in the
+    environment of every rank), else None."""
+    import os
+
+    for kind in ("deepspeed", "fsdp"):
+        if os.environ.get(f"ACCELERATE_USE_{kind.upper()}", "").lower() == "true":
+            return kind
+    return None
+
+
 def trl_args(cls: Any, config: TrainConfig, **extra: Any) -> Any:
-    """A TRL config for ``config`` (no checkpoints, no trackers, bf16 only on CUDA)."""
+    """A TRL config for ``config`` (no checkpoints, no trackers, bf16 only on CUDA).
+
+    On the CPU, plain multi-process runs need ``use_cpu`` (accelerate then runs DDP over gloo), but
+    accelerate skips DeepSpeed when asked for the CPU: a DeepSpeed launch keeps ``use_cpu`` off and
+    names gloo, and DeepSpeed's own CPU accelerator places the ranks."""
     cuda = use_cuda(config)
+    deepspeed_on_cpu = not cuda and launched_sharded() == "deepspeed"
     return cls(output_dir=str(Path(config.output_dir) / "trl"), max_steps=config.max_steps or -1,
                num_train_epochs=config.epochs, learning_rate=config.learning_rate,
                per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
-               logging_steps=1, save_strategy="no", report_to=[], bf16=cuda, fp16=False, use_cpu=not cuda,
+               logging_steps=1, save_strategy="no", report_to=[], bf16=cuda, fp16=False,
+               use_cpu=not cuda and not deepspeed_on_cpu, ddp_backend="gloo" if deepspeed_on_cpu else None,
                gradient_checkpointing=config.gradient_checkpointing, seed=config.seed, data_seed=config.seed,
                dataloader_num_workers=0, disable_tqdm=True, lr_scheduler_type="constant_with_warmup",
                warmup_steps=0, **extra)
@@ -180,50 +197,142 @@ def metrics_callback(path: str | None) -> Any:
     return MetricsCallback()
 
 
+def sharding(trainer: Any) -> dict[str, Any]:
+    """How the run is spread: accelerate's distributed type, and the ZeRO stage or FSDP version.
+
+    Refuses a launch that asked for sharding the run does not get: accelerate enables FSDP only on
+    GPU-like devices and silently trains plain DDP on the CPU, and a ZeRO-3 run must be able to
+    gather its parameters for saving (``zero3_save_16bit_model: true``). Both are checked before
+    training, not after it."""
+    acc = trainer.accelerator
+    kind = str(acc.distributed_type).rsplit(".", 1)[-1]
+    info: dict[str, Any] = {"distributed_type": kind}
+    asked = launched_sharded()
+    if asked == "fsdp" and kind != "FSDP":
+        raise RuntimeError(f"the accelerate config asks for FSDP, but accelerate set up {kind}: it enables FSDP "
+                           "only on GPUs. On the CPU use a DeepSpeed ZeRO config (zero2.yaml/zero3.yaml) or "
+                           "cpu_ddp.yaml (see docs/alignment.md)")
+    if asked == "deepspeed" and kind != "DEEPSPEED":
+        raise RuntimeError(f"the accelerate config asks for DeepSpeed, but accelerate set up {kind}; "
+                           "is `deepspeed` installed on every machine?")
+    if kind == "DEEPSPEED":
+        zero = acc.deepspeed_plugin.deepspeed_config.get("zero_optimization", {})
+        info["zero_stage"] = zero.get("stage")
+        if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save"):
+            raise RuntimeError("ZeRO-3 shards the parameters, so the adapter can only be saved if they are "
+                               "gathered: set `zero3_save_16bit_model: true` in the accelerate config "
+                               "(stage3_gather_16bit_weights_on_model_save in a DeepSpeed JSON)")
+    elif kind == "FSDP":
+        info["fsdp_version"] = acc.state.fsdp_plugin.fsdp_version
+    return info
+
+
+def begin(trainer: Any) -> dict[str, Any]:
+    """Call before ``trainer.train()``: check the sharding (:func:`sharding`) and snapshot the
+    trainable parameters (whole: the model is not sharded until training starts)."""
+    sharding(trainer)
+    return trainable_snapshot(trainer.model)
+
+
 def trainable_snapshot(model: Any) -> dict[str, Any]:
     return {n: p.detach().float().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def changed_parameters(model: Any, before: dict[str, Any]) -> dict[str, Any]:
-    """How many trainable tensors moved during training, and the largest change."""
-    import torch
-
-    changed, max_delta = 0, 0.0
-    for name, p in model.named_parameters():
-        if name in before:
-            delta = (p.detach().float().cpu() - before[name]).abs().max().item()
-            changed += int(delta > 0)
-            max_delta = max(max_delta, delta)
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+def changed_parameters(state: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """How many trainable tensors moved during training, and the largest change, from the gathered
+    state dict (``state``) and the snapshot taken before training."""
+    changed, max_delta, missing = 0, 0.0, []
+    for name, old in before.items():
+        if name not in state:
+            missing.append(name)
+            continue
+        delta = (state[name].detach().float().cpu() - old).abs().max().item()
+        changed += int(delta > 0)
+        max_delta = max(max_delta, delta)
+    if missing:
+        raise RuntimeError(f"{len(missing)} trainable tensors are missing from the gathered state dict "
+                           f"(first: {missing[0]})")
     return {"trainable_tensors": len(before), "changed_tensors": changed, "max_abs_delta": max_delta}
 
 
-def save_adapter(trainer: Any, config: TrainConfig, subdir: str = ADAPTER_SUBDIR) -> Path:
-    """Save the trained ("default") adapter as safetensors under ``output_dir/subdir`` (rank 0)."""
+def gather_state(trainer: Any) -> dict[str, Any]:
+    """The whole model's state dict, gathered by the accelerator on the main process. Every rank
+    must call it: under ZeRO-3 and FSDP the parameters are sharded and gathering is collective (a
+    plain ``state_dict()`` on rank 0 alone would see empty shards, or hang). Other ranks get {}."""
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    return state if trainer.accelerator.is_main_process else {}
+
+
+def verify_saved(path: Path, expected: dict[str, Any]) -> int:
+    """Check the written adapter against the trained weights: every tensor there, the same shape
+    and values. Returns the number of tensors checked."""
+    import torch
+    from safetensors.torch import load_file
+
+    saved = load_file(str(path / "adapter_model.safetensors"))
+    problems = [f"{name}: missing" for name in expected if name not in saved]
+    for name, want in expected.items():
+        got = saved.get(name)
+        if got is None:
+            continue
+        if tuple(got.shape) != tuple(want.shape):
+            problems.append(f"{name}: saved shape {tuple(got.shape)}, trained {tuple(want.shape)}")
+        elif not torch.equal(got, want.detach().to(got.dtype).cpu()):
+            problems.append(f"{name}: saved values differ from the trained ones")
+    if problems:
+        raise RuntimeError(f"the saved adapter in {path} does not match the trained weights ({len(problems)} "
+                           f"tensors): {'; '.join(problems[:3])}")
+    return len(expected)
+
+
+def save_adapter(trainer: Any, config: TrainConfig, state: dict[str, Any], before: dict[str, Any],
+                 subdir: str = ADAPTER_SUBDIR) -> tuple[Path, int]:
+    """Save the trained ("default") adapter from the gathered ``state`` as safetensors under
+    ``output_dir/subdir`` (main process), and verify the file: the tensors PEFT picks from the
+    gathered state, with the shapes of the unsharded parameters in ``before``."""
+    from peft import get_peft_model_state_dict
+
     out = Path(config.output_dir) / subdir
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    checked = 0
     if trainer.accelerator.is_main_process:
+        model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
         out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(out), selected_adapters=["default"], safe_serialization=True)
+        model.save_pretrained(str(out), state_dict=state, selected_adapters=["default"], safe_serialization=True)
+        expected = get_peft_model_state_dict(model, state_dict=state, adapter_name="default")
+        shapes = get_peft_model_state_dict(model, state_dict=before, adapter_name="default")
+        for name, tensor in shapes.items():
+            if name in expected and tuple(expected[name].shape) != tuple(tensor.shape):
+                raise RuntimeError(f"gathered {name} has shape {tuple(expected[name].shape)}, the model's "
+                                   f"parameter {tuple(tensor.shape)}: the shards were not gathered")
+        checked = verify_saved(out, expected)
     trainer.accelerator.wait_for_everyone()
-    return out
+    return out, checked
 
 
 def finish(trainer: Any, config: TrainConfig, before: dict[str, Any], started: float,
-           extra: dict[str, Any] | None = None, subdir: str = ADAPTER_SUBDIR) -> dict[str, Any]:
-    """Save the adapter and write ``summary.json``: final metrics, parameter changes, timing."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    change = changed_parameters(model, before)
-    path = save_adapter(trainer, config, subdir)
+           extra: dict[str, Any] | None = None, subdir: str = ADAPTER_SUBDIR,
+           evaluate: Any = None) -> dict[str, Any]:
+    """Gather the trained weights, save and verify the adapter, and write ``summary.json``: final
+    metrics, parameter changes, timing, how the run was spread (``sharded_tensors``: trainable
+    tensors that rank 0 held only a shard of, which the gather completed). ``evaluate(adapter_dir)
+    -> dict``, if given, runs on the main process on the saved adapter; its result joins the summary."""
+    local = dict(trainer.accelerator.unwrap_model(trainer.model_wrapped).named_parameters())
+    sharded = sum(1 for name, p in local.items() if name in before and p.numel() != before[name].numel())
+    state = gather_state(trainer)
+    change = changed_parameters(state, before) if trainer.accelerator.is_main_process else None
+    path, checked = save_adapter(trainer, config, state, before, subdir)
+    del state
     logs = [h for h in trainer.state.log_history if "loss" in h]
     summary = {"steps": trainer.state.global_step, "train_seconds": round(time.time() - started, 2),
                "final": logs[-1] if logs else {}, "parameters": change, "adapter": str(path),
-               "world_size": trainer.accelerator.num_processes,
-               "backend": getattr(trainer.accelerator.state, "backend", None), **(extra or {})}
+               "saved_tensors": checked, "sharded_tensors": sharded,
+               "world_size": trainer.accelerator.num_processes, "backend": getattr(trainer.accelerator.state, "backend", None), **sharding(trainer), **(extra or {})}
     if trainer.accelerator.is_main_process:
+        if evaluate is not None:
+            summary.update(evaluate(path))
         Path(config.output_dir, SUMMARY).write_text(json.dumps(summary, indent=2, default=str), "utf-8")
-    log.info("trained %d steps in %.1f s; %d/%d trainable tensors changed", summary["steps"],
-             summary["train_seconds"], change["changed_tensors"], change["trainable_tensors"])
+        log.info("trained %d steps in %.1f s; %d/%d trainable tensors changed", summary["steps"],
+                 summary["train_seconds"], change["changed_tensors"], change["trainable_tensors"])
     return summary
 
 

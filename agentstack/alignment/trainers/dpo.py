@@ -18,13 +18,13 @@ from typing import Any
 from agentstack.alignment.trainers.common import (
     TrainConfig,
     assistant,
+    begin,
     finish,
     load_policy,
     metrics_callback,
     read_jsonl,
     setup_process,
     tokenizer_for,
-    trainable_snapshot,
     trl_args,
 )
 
@@ -63,6 +63,6 @@ def train(config: DPOTrainingConfig) -> dict[str, Any]:
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset(read_jsonl(config.train_file)),
                          processing_class=tokenizer_for(config.model_dir), peft_config=peft_config,
                          callbacks=[metrics_callback(config.metrics_file)])
-    before = trainable_snapshot(trainer.model)
+    before = begin(trainer)
     trainer.train()
     return finish(trainer, config, before, started, {"method": "dpo", "beta": config.beta})

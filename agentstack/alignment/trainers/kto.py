@@ -15,13 +15,13 @@ from typing import Any
 from agentstack.alignment.trainers.common import (
     TrainConfig,
     assistant,
+    begin,
     finish,
     load_policy,
     metrics_callback,
     read_jsonl,
     setup_process,
     tokenizer_for,
-    trainable_snapshot,
     trl_args,
 )
 
@@ -79,7 +79,7 @@ def train(config: KTOTrainingConfig) -> dict[str, Any]:
     trainer = KTOTrainer(model=model, args=args, train_dataset=dataset(rows),
                          processing_class=tokenizer_for(config.model_dir), peft_config=peft_config,
                          callbacks=[metrics_callback(config.metrics_file)])
-    before = trainable_snapshot(trainer.model)
+    before = begin(trainer)
     trainer.train()
     return finish(trainer, config, before, started, {"method": "kto", "beta": config.beta,
                                                      "desirable_weight": desirable,

@@ -19,13 +19,13 @@ from typing import Any
 from agentstack.alignment.trainers.common import (
     TrainConfig,
     assistant,
+    begin,
     finish,
     lora_config,
     metrics_callback,
     read_jsonl,
     setup_process,
     tokenizer_for,
-    trainable_snapshot,
     trl_args,
     use_cuda,
 )
@@ -68,14 +68,15 @@ def base_classifier(model_dir: str, tokenizer: Any, cuda: bool = False) -> Any:
     return model
 
 
-def load_reward_model(model_dir: str, adapter_dir: str) -> tuple[Any, Any]:
-    """(model, tokenizer): the reward model with its adapter merged, in eval mode."""
+def load_reward_model(model_dir: str, adapter_dir: str, cuda: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer): the reward model with its adapter merged, in eval mode (on CUDA in
+    bf16 when ``cuda``)."""
     from peft import PeftModel
 
     tok = tokenizer_for(model_dir)
-    model = PeftModel.from_pretrained(base_classifier(model_dir, tok), adapter_dir).merge_and_unload()
+    model = PeftModel.from_pretrained(base_classifier(model_dir, tok, cuda), adapter_dir).merge_and_unload()
     model.config.pad_token_id = tok.pad_token_id
-    return model.eval(), tok
+    return (model.to("cuda") if cuda else model).eval(), tok
 
 
 def score(model: Any, tokenizer: Any, conversations: list[list[dict[str, Any]]], *, batch_size: int = 8,
@@ -122,12 +123,17 @@ def train(config: RewardTrainingConfig) -> dict[str, Any]:
     trainer = RewardTrainer(model=model, args=args, train_dataset=dataset(read_jsonl(config.train_file)),
                             processing_class=tok, peft_config=lora_config(config, "SEQ_CLS"),
                             callbacks=[metrics_callback(config.metrics_file)])
-    before = trainable_snapshot(trainer.model)
+    before = begin(trainer)
     trainer.train()
-    extra: dict[str, Any] = {"method": "reward_model"}
-    if config.heldout_file and trainer.accelerator.is_main_process:
-        merged = trainer.accelerator.unwrap_model(trainer.model)
-        merged.eval()
-        extra["heldout"] = pair_accuracy(merged, tok, read_jsonl(config.heldout_file))
-        extra["train_accuracy"] = pair_accuracy(merged, tok, read_jsonl(config.train_file)[:64])
-    return finish(trainer, config, before, started, extra, subdir=SUBDIR)
+
+    def evaluate(adapter_dir: Any) -> dict[str, Any]:
+        # Scores with the adapter as saved (main process only): the training model may be sharded
+        # across ranks (ZeRO-3, FSDP), and the file is what the RLHF step and the gate load.
+        if not config.heldout_file:
+            return {}
+        saved, saved_tok = load_reward_model(config.model_dir, str(adapter_dir), use_cuda(config))
+        return {"heldout": pair_accuracy(saved, saved_tok, read_jsonl(config.heldout_file)),
+                "train_accuracy": pair_accuracy(saved, saved_tok, read_jsonl(config.train_file)[:64])}
+
+    return finish(trainer, config, before, started, {"method": "reward_model"}, subdir=SUBDIR,
+                  evaluate=evaluate)

@@ -16,13 +16,13 @@ from typing import Any
 
 from agentstack.alignment.trainers.common import (
     TrainConfig,
+    begin,
     finish,
     load_policy,
     metrics_callback,
     read_jsonl,
     setup_process,
     tokenizer_for,
-    trainable_snapshot,
     trl_args,
 )
 
@@ -88,7 +88,7 @@ def train(config: RLHFTrainingConfig) -> dict[str, Any]:
                       train_dataset=dataset(read_jsonl(config.train_file)),
                       processing_class=tokenizer_for(config.model_dir), reward_processing_classes=reward_tok,
                       peft_config=peft_config, callbacks=[metrics_callback(config.metrics_file)])
-    before = trainable_snapshot(trainer.model)
+    before = begin(trainer)
     trainer.train()
     logs = [h for h in trainer.state.log_history if "kl" in h]
     return finish(trainer, config, before, started, {"method": f"rlhf-{config.algorithm}", "beta": config.beta,

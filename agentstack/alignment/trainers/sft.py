@@ -14,13 +14,13 @@ from typing import Any
 from agentstack.alignment.trainers.common import (
     TrainConfig,
     assistant,
+    begin,
     finish,
     load_policy,
     metrics_callback,
     read_jsonl,
     setup_process,
     tokenizer_for,
-    trainable_snapshot,
     trl_args,
 )
 
@@ -46,6 +46,6 @@ def train(config: SFTTrainingConfig) -> dict[str, Any]:
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset(read_jsonl(config.train_file)),
                          processing_class=tokenizer_for(config.model_dir), peft_config=peft_config,
                          callbacks=[metrics_callback(config.metrics_file)])
-    before = trainable_snapshot(trainer.model)
+    before = begin(trainer)
     trainer.train()
     return finish(trainer, config, before, started, {"method": "sft"})

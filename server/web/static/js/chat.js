@@ -45,13 +45,17 @@ function request(message) {
   if (state.conversationId) body.conversation_id = state.conversationId;
   const index = $("#index").value;
   if (body.mode !== "plain" && index) body.index = index;
-  if (body.mode !== "plain") body.top_k = numberField("top-k-retrieval");
+  if (body.mode !== "plain") {
+    body.top_k = numberField("top-k-retrieval");
+    body.grounding = { enabled: $("#grounding-on").checked, unsupported: $("#grounding-mark").checked ? "mark" : "remove" };
+  }
   return body;
 }
 
 function saveSettings() {
   const data = { mode: mode(), index: $("#index").value };
   for (const id of ["top-k-retrieval", "temperature", "top-p", "top-k", "max-tokens", "seed"]) data[id] = $(`#${id}`).value;
+  for (const id of ["grounding-on", "grounding-mark"]) data[id] = $(`#${id}`).checked;
   try { localStorage.setItem(SETTINGS_KEY, JSON.stringify(data)); } catch { /* storage off */ }
   describeMode();
 }
@@ -65,6 +69,9 @@ function restoreSettings() {
   if (data.index && [...$("#index").options].some((o) => o.value === data.index)) $("#index").value = data.index;
   for (const id of ["top-k-retrieval", "temperature", "top-p", "top-k", "max-tokens", "seed"]) {
     if (typeof data[id] === "string") $(`#${id}`).value = data[id];
+  }
+  for (const id of ["grounding-on", "grounding-mark"]) {
+    if (typeof data[id] === "boolean") $(`#${id}`).checked = data[id];
   }
 }
 
@@ -132,6 +139,33 @@ function sourcesView(answer) {
       h("span", { class: "muted" }, `${src.source || ""}${src.index ? ` · index ${src.index}` : ""}${
         typeof src.score === "number" ? ` · score ${src.score.toFixed(3)}` : ""}`),
       src.snippet ? h("blockquote", { class: "snippet" }, src.snippet.replace(/\n{2,}/g, "\n")) : null))));
+}
+
+function groundingSummary(g) {
+  const claims = g.claims || [];
+  const supported = claims.filter((c) => c.supported).length;
+  const score = typeof g.answer_score === "number" ? ` Best answer score ${g.answer_score.toFixed(2)}.` : "";
+  if (g.decision === "answered") {
+    return `Checked against the ${g.mode === "react" ? "tool results" : "sources"}: ${supported} of ${claims.length} sentence${claims.length === 1 ? "" : "s"} supported.${score}`;
+  }
+  if (g.decision === "abstained") return `Abstained: ${g.reason || "no supported sentence answers the question"}.`;
+  if (g.decision === "extracted") return "Quoted from the sources: no sentence of the generated answer was supported and answered the question.";
+  if (g.decision === "off") return "Not checked against the sources (the verifier is off for this answer).";
+  return "";
+}
+
+function groundingView(answer) {
+  const g = answer.grounding;
+  if (!g || !g.decision || g.decision === "unchecked") return null;
+  const claims = g.claims || [];
+  return h("details", { class: `grounding ${g.decision}` },
+    h("summary", {}, groundingSummary(g)),
+    claims.length ? h("ol", {}, claims.map((c) => h("li", { class: c.supported ? "supported" : "unsupported" },
+      h("strong", {}, c.supported ? "Supported" : (c.kept ? "Not supported (marked)" : "Not supported (removed)")),
+      ` · support ${c.support.toFixed(2)}`, g.mode === "rag" ? ` · answers ${c.answers.toFixed(2)}` : "",
+      c.source ? ` · best source [${c.source}]` : "",
+      c.citations_dropped && c.citations_dropped.length ? ` · citation ${c.citations_dropped.map((n) => `[${n}]`).join(", ")} dropped` : "",
+      h("blockquote", { class: "claim-text" }, c.text)))) : null);
 }
 
 function stepView(step) {
@@ -215,7 +249,9 @@ function answerView(turn) {
   return h("div", { class: "msg assistant", "data-response-id": answer.id },
     h("h3", { class: "visually-hidden" }, "Answer"),
     pager,
-    h("div", { class: "answer-text" }, renderAnswer(answer.answer, (answer.sources || []).length, answer.id)),
+    h("div", { class: "answer-text" }, renderAnswer(answer.answer, (answer.sources || []).length, answer.id,
+      answer.grounding?.claims)),
+    groundingView(answer),
     sourcesView(answer),
     stepsView(answer.trace),
     h("p", { class: "muted small" }, `${answer.model_version || ""}${answer.finish_reason === "length" ? " · cut at max tokens" : ""}`),

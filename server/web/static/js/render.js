@@ -41,18 +41,54 @@ function inline(text, sourceCount, prefix) {
   return out;
 }
 
-/** The answer as a fragment: paragraphs of text with links, and code blocks. */
-export function renderAnswer(text, sourceCount = 0, prefix = "a") {
+function claimTitle(claim) {
+  if (!claim.supported) return `Not supported by the sources (support ${claim.support.toFixed(2)})`;
+  const where = claim.source ? ` by source [${claim.source}]` : "";
+  return `Supported${where} (support ${claim.support.toFixed(2)})`;
+}
+
+// A paragraph whose characters [offset, offset + para.length) may hold checked sentences: each
+// sentence becomes a span that says whether the sources support it.
+function claimSpans(para, offset, claims, sourceCount, prefix) {
+  const out = [];
+  let at = 0;
+  for (const c of claims) {
+    const start = c.start - offset;
+    const end = c.end - offset;
+    if (end <= 0 || start >= para.length || start < at) continue;
+    if (start > at) out.push(...inline(para.slice(at, start), sourceCount, prefix));
+    out.push(h("span", { class: `claim ${c.supported ? "supported" : "unsupported"}`, title: claimTitle(c) },
+      inline(para.slice(start, Math.min(end, para.length)), sourceCount, prefix),
+      c.supported ? null : h("span", { class: "visually-hidden" }, " (not supported by the sources)")));
+    at = Math.min(end, para.length);
+  }
+  if (at < para.length) out.push(...inline(para.slice(at), sourceCount, prefix));
+  return out;
+}
+
+/** The answer as a fragment: paragraphs of text with links, and code blocks. ``claims`` (the
+ * grounding field's, with offsets into ``text``) mark which sentences the sources support. */
+export function renderAnswer(text, sourceCount = 0, prefix = "a", claims = []) {
   const frag = document.createDocumentFragment();
-  const parts = String(text || "").split(/```[^\n]*\n?/);
-  parts.forEach((part, i) => {
-    if (i % 2 === 1) {
+  const full = String(text || "");
+  const shown = (claims || []).filter((c) => c.kept && typeof c.start === "number")
+    .sort((a, b) => a.start - b.start);
+  const fence = /```[^\n]*\n?/g;
+  let offset = 0;
+  let i = 0;
+  for (const part of full.split(fence)) {
+    const at = full.indexOf(part, offset);
+    offset = at + part.length;
+    if (i++ % 2 === 1) {
       frag.append(h("pre", {}, h("code", {}, part.replace(/\n$/, ""))));
-      return;
+      continue;
     }
+    let pos = at;
     for (const para of part.split(/\n{2,}/)) {
-      if (para.trim()) frag.append(h("p", {}, inline(para, sourceCount, prefix)));
+      const start = full.indexOf(para, pos);
+      pos = start + para.length;
+      if (para.trim()) frag.append(h("p", {}, claimSpans(para, start, shown, sourceCount, prefix)));
     }
-  });
+  }
   return frag;
 }

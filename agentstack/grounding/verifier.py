@@ -1,0 +1,273 @@
+"""The groundedness verifier: every claim of an answer scored against its evidence, and the decision.
+
+One :class:`AnswerCheck` per answer, fed one finished sentence at a time (``add``) and closed with
+``finish``; each returns the text that may be shown *now*. Nothing it has returned is ever changed
+afterwards, so a streamed answer is never rewritten after display:
+
+* ``rag``: sentences are held back until one of them is supported by the sources **and** answers
+  the question; from then on each sentence is released as soon as it is checked. Unsupported
+  sentences are removed (or kept and flagged, with ``unsupported="mark"``), and a citation of a
+  source that does not support its sentence is dropped. If the answer ends with no supported
+  sentence that answers the question, nothing has been shown, and the answer is the abstain message
+  (or, with ``fallback="extract"``, the sources' sentences closest to the question, quoted with
+  their citations, when one is close enough).
+* ``react``: the evidence is the tool observations and the question. A number in a sentence must
+  appear in one of them; with observations, a sentence without numbers must also be supported by
+  them. Sentences are released as soon as they are checked; if none survives, the answer is the
+  configured message. There is no answerability check: a task need not be a question.
+
+The result, :class:`Grounding`, is what every answer carries in its ``grounding`` field.
+This module knows nothing about engines, retrieval or HTTP; it is given an async ``embed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from agentstack.grounding.scoring import ClaimScore, EvidenceSet, Weights, best_sentences, score_claim
+from agentstack.grounding.text import Claim, drop_citations, numbers, split_claims
+
+VERSION = "grounding-1"
+Embed = Callable[[Sequence[str]], Awaitable[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """The effective switches and thresholds for one answer (settings + the request's overrides)."""
+
+    unsupported: Literal["remove", "mark"] = "remove"
+    fallback: Literal["abstain", "extract"] = "abstain"
+    min_support: float = 0.5
+    min_answer: float = 0.45
+    min_extract: float = 0.5
+    extract_sentences: int = 2
+    abstain_message: str = "The indexed documents don't cover this question."
+    weights: Weights = field(default_factory=Weights)
+
+    def thresholds(self) -> dict[str, float]:
+        return {"min_support": self.min_support, "min_answer": self.min_answer, "min_extract": self.min_extract}
+
+
+@dataclass
+class Grounding:
+    """Per-claim scores and the decision, as stored with the response and sent to clients."""
+
+    decision: str  # answered | abstained | extracted | off | unchecked
+    mode: str = "rag"
+    reason: str = ""
+    claims: list[dict[str, Any]] = field(default_factory=list)
+    answer_score: float | None = None
+    raw_answer: str | None = None
+    unsupported: str | None = None
+    fallback: str | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    verify_ms: float = 0.0
+    version: str = VERSION
+
+    def public(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if v is not None}
+        out["unsupported_claims"] = sum(1 for c in self.claims if not c.get("supported", True))
+        return out
+
+
+def skipped(decision: str, reason: str, mode: str = "rag") -> Grounding:
+    return Grounding(decision=decision, reason=reason, mode=mode)
+
+
+def split_evidence(passages: Sequence[tuple[int, str]]) -> tuple[list[str], list[int]]:
+    sentences, source_of = [], []
+    for n, text in passages:
+        for c in split_claims(text):
+            if c.text.strip():
+                sentences.append(c.text)
+                source_of.append(n)
+    return sentences, source_of
+
+
+async def build_evidence(question: str, passages: Sequence[tuple[int, str]], embed: Embed | None) -> EvidenceSet:
+    sentences, source_of = split_evidence(passages)
+    if embed is None:
+        vectors = np.zeros((len(sentences), 1), dtype=np.float32)
+        qv = np.zeros(1, dtype=np.float32)
+    else:
+        all_vectors = await embed([question, *sentences])
+        qv, vectors = all_vectors[0], all_vectors[1:]
+    return EvidenceSet(question=question, sentences=sentences, source_of=source_of, vectors=vectors,
+                       question_vector=qv)
+
+
+class AnswerCheck:
+    """Checks one answer sentence by sentence; see the module docstring for what is released when."""
+
+    def __init__(self, config: CheckConfig, evidence: Callable[[], Awaitable[EvidenceSet]], embed: Embed | None, *,
+                 mode: Literal["rag", "react"] = "rag", react_message: str = ""):
+        self.config, self.mode, self.embed = config, mode, embed
+        self._evidence_pending = evidence
+        self._evidence: EvidenceSet | None = None
+        self.react_message = react_message
+        self.scores: list[ClaimScore] = []
+        self._verdicts: list[dict[str, Any]] = []
+        self._held: list[int] = []
+        self._answered = mode == "react"
+        self._out: list[str] = []
+        self._raw: list[str] = []
+        self._released_claims = 0
+        self._seconds = 0.0
+        self.decision: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self._out)
+
+    async def evidence(self) -> EvidenceSet:
+        if self._evidence is None:
+            self._evidence = await self._evidence_pending()
+        return self._evidence
+
+    async def add(self, claim_text: str) -> str:
+        """Check one finished sentence; returns the text to show now (maybe empty)."""
+        self._raw.append(claim_text)
+        claims = split_claims(claim_text)
+        if not claims:
+            return ""
+        started = time.perf_counter()
+        ev = await self.evidence()
+        if self.embed is not None:
+            vectors = await self.embed([c.body for c in claims])
+        else:
+            vectors = np.zeros((len(claims), 1), dtype=np.float32)
+        out = []
+        for claim, vector in zip(claims, vectors):
+            out.append(self._judge(claim, vector, ev))
+        self._seconds += time.perf_counter() - started
+        return "".join(out)
+
+    def _judge(self, claim: Claim, vector: np.ndarray, ev: EvidenceSet) -> str:
+        cfg = self.config
+        s = score_claim(claim, vector, ev, cfg.weights)
+        if self.mode == "react":
+            has_obs = any(n != 0 for n in ev.source_of)
+            if numbers(claim.body):
+                supported = not s.novel_numbers
+            else:
+                supported = s.support >= cfg.min_support if has_obs else True
+            answers = True
+        else:
+            supported = s.support >= cfg.min_support
+            answers = supported and s.answers >= cfg.min_answer
+        dropped = sorted(n for n in claim.citations if s.citation_support.get(n, 0.0) < cfg.min_support)
+        self.scores.append(s)
+        self._verdicts.append({**s.public(), "supported": supported, "answers_question": bool(answers),
+                               "citations": list(claim.citations), "citations_dropped": dropped,
+                               "kept": supported or cfg.unsupported == "mark", "_text": drop_citations(
+                                   claim.text, set(dropped)) if dropped else claim.text})
+        self._held.append(len(self._verdicts) - 1)
+        if answers:
+            self._answered = True
+        return self._release() if self._answered else ""
+
+    def _release(self) -> str:
+        out = []
+        for i in self._held:
+            v = self._verdicts[i]
+            if not v["kept"] or not v["_text"]:
+                continue
+            sep = " " if self._released_claims else ""
+            start = len(self.text) + len("".join(out)) + len(sep)
+            out.append(sep + v["_text"])
+            v["start"], v["end"] = start, start + len(v["_text"])
+            self._released_claims += 1
+        self._held = []
+        text = "".join(out)
+        self._out.append(text)
+        return text
+
+    async def finish(self) -> str:
+        """Close the answer; returns the rest to show (the fallback when nothing was shown)."""
+        started = time.perf_counter()
+        if self._answered and self._released_claims:
+            self.decision = "answered"
+            rest = self._release()
+        elif self.mode == "react":
+            self.decision, rest = "abstained", self.react_message
+            self._out.append(rest)
+        else:
+            rest = await self._fallback()
+            self._out.append(rest)
+        self._seconds += time.perf_counter() - started
+        return rest
+
+    async def _fallback(self) -> str:
+        cfg = self.config
+        if cfg.fallback == "extract":
+            ev = await self.evidence()
+            picked = [(i, sim) for i, sim in best_sentences(ev, cfg.extract_sentences) if sim >= cfg.min_extract]
+            if picked:
+                self.decision = "extracted"
+                return " ".join(f"“{ev.sentences[i].strip()}” [{ev.source_of[i]}]" for i, _ in picked)
+        self.decision = "abstained"
+        return cfg.abstain_message
+
+    def grounding(self) -> Grounding:
+        claims = [{k: v for k, v in verdict.items() if k != "_text"} for verdict in self._verdicts]
+        answering = [s.answers for s, v in zip(self.scores, self._verdicts) if v["supported"]]
+        reason = {"answered": "a supported sentence answers the question" if self.mode == "rag"
+                  else "the answer's sentences are supported by the tool observations",
+                  "abstained": "no supported sentence answers the question" if self.mode == "rag"
+                  else "no sentence of the answer is supported by the tool observations",
+                  "extracted": "no supported sentence of the answer answers the question; quoting the sources"
+                  }.get(self.decision or "", "")
+        return Grounding(decision=self.decision or "unchecked", mode=self.mode, reason=reason, claims=claims,
+                         answer_score=round(max(answering), 3) if answering else None,
+                         raw_answer="".join(self._raw), unsupported=self.config.unsupported,
+                         fallback=self.config.fallback if self.mode == "rag" else None,
+                         thresholds=self.config.thresholds(), verify_ms=round(self._seconds * 1000, 1))
+
+
+class SentenceGate:
+    """Feeds streamed text to an :class:`AnswerCheck` one finished sentence at a time."""
+
+    def __init__(self, check: AnswerCheck):
+        self.check = check
+        self._buffer = ""
+
+    @property
+    def text(self) -> str:
+        return self.check.text
+
+    async def feed(self, text: str) -> str:
+        from agentstack.grounding.text import complete_claims
+
+        self._buffer += text
+        cut = complete_claims(self._buffer)
+        if not cut:
+            return ""
+        ready, self._buffer = self._buffer[:cut], self._buffer[cut:]
+        return await self.check.add(ready)
+
+    async def finish(self) -> str:
+        rest, self._buffer = self._buffer, ""
+        out = await self.check.add(rest) if rest.strip() else ""
+        return out + await self.check.finish()
+
+
+def embed_with(embedder: Any) -> Embed | None:
+    """An async ``embed`` over an :class:`~agentstack.embeddings.base.Embedder` (None stays None)."""
+    if embedder is None:
+        return None
+
+    async def embed(texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, 1), dtype=np.float32)
+        if hasattr(embedder, "aencode"):
+            return await embedder.aencode(texts)
+        return await asyncio.to_thread(embedder.encode, texts)
+
+    return embed
