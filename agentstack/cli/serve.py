@@ -26,13 +26,19 @@ def _settings(**server: object):
 
 @app.command()
 def serve(host: str = typer.Option(None, help="Address to bind (default 127.0.0.1; non-loopback needs keys)."),
-          port: int = typer.Option(None, help="Port to bind (default 8000).")) -> None:
+          port: int = typer.Option(None, help="Port to bind (default 8000)."),
+          vllm: bool = typer.Option(False, "--vllm", help="Start a local vLLM (installed on first use) and serve "
+                                    "in front of it: the production topology on one box.")) -> None:
     """Serve the OpenAI-compatible API (and the web chat) on the configured engine."""
     settings = _settings(host=host, port=port)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from server.app import serve as run
 
     try:
+        if vllm:
+            from agentstack.cli.vllm_cmd import serve_with_vllm
+
+            return serve_with_vllm(settings, None, None)
         run(settings)
     except AgentstackError as exc:
         raise fail(str(exc), 2) from None

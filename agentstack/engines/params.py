@@ -66,6 +66,8 @@ class SamplingParams(BaseModel):
             raise ValueError("top_logprobs needs logprobs=true")
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             raise ValueError(f"min_tokens ({self.min_tokens}) exceeds max_tokens ({self.max_tokens})")
+        if self.n > 1 and self.temperature == 0.0:  # identical copies; vLLM refuses them too
+            raise ValueError(f"n must be 1 when using greedy sampling (temperature=0), got n={self.n}")
         return self
 
     @property
@@ -97,7 +99,9 @@ def check_limits(params: SamplingParams, *, max_tokens_limit: int, max_n: int) -
 
 def resolve_max_tokens(params: SamplingParams, *, prompt_tokens: int, context_length: int,
                        default_max_tokens: int) -> int:
-    """The number of new tokens a request may generate, or :class:`ContextLengthError`."""
+    """The number of new tokens a request may generate, or :class:`ContextLengthError` when the
+    prompt alone fills the context window. A ``max_tokens`` beyond the room left is cut to it (the
+    answer then ends with ``finish_reason="length"``), as vLLM does."""
     from agentstack.errors import ContextLengthError
 
     room = context_length - prompt_tokens
@@ -107,9 +111,4 @@ def resolve_max_tokens(params: SamplingParams, *, prompt_tokens: int, context_le
             param="messages", fix="shorten the conversation or the retrieved context")
     if params.max_tokens is None:
         return min(default_max_tokens, room)
-    if params.max_tokens > room:
-        raise ContextLengthError(
-            f"the prompt has {prompt_tokens} tokens and max_tokens asks for {params.max_tokens} more, but the "
-            f"model's context window is {context_length} tokens", param="max_tokens",
-            fix=f"lower max_tokens to at most {room}, or shorten the prompt")
-    return params.max_tokens
+    return min(params.max_tokens, room)

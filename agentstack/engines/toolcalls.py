@@ -138,3 +138,26 @@ class CallCollector:
             return "", found
         out, self._buffer = self._buffer, ""
         return out, []
+
+
+class DeltaCalls:
+    """Tool calls streamed as OpenAI ``delta.tool_calls`` fragments (a server's tool-call parser,
+    vLLM's or agentstack's), folded into whole calls for the choice's final event."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def feed(self, deltas: list[Any]) -> None:
+        for delta in deltas:
+            slot = self._calls.setdefault(delta.index or 0, {"id": None, "name": "", "arguments": ""})
+            if delta.id:
+                slot["id"] = delta.id
+            fn = delta.function
+            if fn is not None:
+                slot["name"] += fn.name or ""
+                slot["arguments"] += fn.arguments or ""
+
+    def calls(self) -> list[dict[str, Any]]:
+        return [{"id": slot["id"] or f"call_{secrets.token_hex(8)}", "type": "function",
+                 "function": {"name": slot["name"], "arguments": slot["arguments"] or "{}"}}
+                for _, slot in sorted(self._calls.items())]

@@ -260,8 +260,21 @@ async def embeddings(body: EmbeddingRequest, user: AppUser, svc: Svc) -> dict[st
 async def load_lora_adapter(body: LoraLoadRequest, op: Operator, svc: Svc) -> PlainTextResponse:
     from pathlib import Path
 
+    # vLLM's rules: not the base model's name; a loaded name only again in place
+    if body.lora_name in (svc.router.base, svc.router.alias):
+        raise InvalidRequestError(f"The lora adapter '{body.lora_name}' conflicts with a served base model.",
+                                  param="lora_name")
+    loaded = next((m for m in svc.engine.models() if m.id == body.lora_name), None)
+    if loaded is not None and not body.load_inplace:
+        raise InvalidRequestError(f"The lora adapter '{body.lora_name}' has already been loaded. If you want to load "
+                                  "the adapter in place, set 'load_inplace' to True.", param="lora_name")
     try:
-        await svc.engine.load_adapter(body.lora_name, Path(body.lora_path))
+        if loaded is None or svc.engine.kind == "openai":  # the openai engine always loads in place
+            await svc.engine.load_adapter(body.lora_name, Path(body.lora_path))
+        elif Path(loaded.path or "") != Path(body.lora_path):  # in place from another path: swap the weights
+            await svc.engine.unload_adapter(body.lora_name)
+            await svc.engine.load_adapter(body.lora_name, Path(body.lora_path))
+        # in place from the same path: those weights are loaded already
     except AgentstackError as exc:
         await asyncio.to_thread(svc.audit.record, key_id=op.key_id, action="lora.load", target=body.lora_name,
                                 detail={"path": body.lora_path, "error": exc.code}, outcome="error")

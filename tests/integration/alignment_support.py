@@ -123,8 +123,9 @@ def trainer_pids(job_id: str) -> list[int]:
     return pids
 
 
-def random_adapter(engine: Any, path: Path, *, seed: int = 0, scale: float = 1.0) -> Path:
-    """A real LoRA on the base model with random (non-zero) weights, multiplied by ``scale``."""
+def random_adapter(engine: Any, path: Path, *, seed: int = 0, scale: float = 1.0, **config: Any) -> Path:
+    """A real LoRA on the base model with random (non-zero) weights, multiplied by ``scale``;
+    ``config`` overrides peft ``LoraConfig`` fields (r, use_dora, modules_to_save, ...)."""
     from agentstack.compute import worker
 
     def build() -> None:
@@ -133,8 +134,9 @@ def random_adapter(engine: Any, path: Path, *, seed: int = 0, scale: float = 1.0
 
         torch.manual_seed(seed)
         base = copy.deepcopy(engine._versions[engine.base_name].module)
-        model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                                init_lora_weights=False))
+        options = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "init_lora_weights": False,
+                   **config}
+        model = get_peft_model(base, LoraConfig(**options))
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if "lora_" in name:

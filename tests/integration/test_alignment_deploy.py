@@ -150,4 +150,5 @@ def test_promotion_through_a_vllm_style_model_server(server, versions, tmp_path)
         assert httpx.post(f"{front.url}/v1/admin/models/rollback", headers=OP, json={}).json()["previous"] == name
     lora = httpx.get(f"{server.url}/v1/admin/audit", headers=OP, params={"action": "lora.load"}).json()["data"]
     assert lora[0]["target"] == name
+    asyncio.run(engine.aclose())  # stops its adapter check, which would otherwise load `name` back
     httpx.post(f"{server.url}/v1/unload_lora_adapter", headers=OP, json={"lora_name": name})

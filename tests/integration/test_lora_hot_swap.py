@@ -70,7 +70,11 @@ def test_load_use_unload_adapter(server, adapter):
     assert out["choices"][0]["message"]["content"] != base_text
     again = httpx.post(f"{server.url}/v1/load_lora_adapter", json={"lora_name": "v-test", "lora_path": str(adapter)},
                        headers=OP)
-    assert again.status_code == 409
+    assert again.status_code == 400 and "load_inplace" in again.json()["error"]["message"]  # vLLM's answer
+    inplace = httpx.post(f"{server.url}/v1/load_lora_adapter", headers=OP, timeout=120,
+                         json={"lora_name": "v-test", "lora_path": str(adapter), "load_inplace": True})
+    assert inplace.status_code == 200 and _chat(server, "v-test").json()["choices"][0]["message"]["content"] \
+        == out["choices"][0]["message"]["content"]  # the same weights again
     missing = httpx.post(f"{server.url}/v1/load_lora_adapter", json={"lora_name": "nope", "lora_path": "/no/such"},
                          headers=OP)
     assert missing.status_code == 404 and "adapter_config.json" in missing.json()["error"]["message"]

@@ -47,9 +47,10 @@ def test_required_tool_call_parses_and_validates_arguments(client):
     assert call.id.startswith("call_")
 
 
-def test_named_tool_choice_and_streamed_tool_call_deltas(client):
+def assert_streams_a_named_weather_call(client, tools: list[dict]) -> None:
+    """A named ``tool_choice``, streamed with the official client: the call arrives in ``delta.tool_calls``."""
     stream = client.chat.completions.create(
-        model="agentstack", temperature=0, max_tokens=60, tools=[MULTIPLY, WEATHER], stream=True,
+        model="agentstack", temperature=0, max_tokens=60, tools=tools, stream=True,
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         messages=[{"role": "user", "content": "Is it raining in Paris?"}])
     deltas, finish = [], None
@@ -59,6 +60,10 @@ def test_named_tool_choice_and_streamed_tool_call_deltas(client):
             finish = c.finish_reason or finish
     assert finish == "tool_calls" and deltas[0].function.name == "get_weather"
     assert "city" in json.loads(deltas[0].function.arguments)
+
+
+def test_named_tool_choice_and_streamed_tool_call_deltas(client):
+    assert_streams_a_named_weather_call(client, [MULTIPLY, WEATHER])
 
 
 def test_auto_lets_the_model_answer_in_text_and_tool_results_round_trip(client):

@@ -9,6 +9,60 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def defaults(value: str) -> str:
+    """``${NAME:-default}`` → ``default``, as compose expands it with nothing set."""
+    import re
+
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_compose_runs_the_tested_vllm_release_with_the_tested_flags():
+    from agentstack.config import EngineSettings, VllmSettings
+    from agentstack.vllm_local.install import VLLM_VERSION
+    from agentstack.vllm_local.process import lora_and_tool_flags
+
+    vllm = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["vllm"]
+    assert defaults(vllm["image"]) == f"vllm/vllm-openai:v{VLLM_VERSION}"
+    tested = lora_and_tool_flags(max_lora_rank=EngineSettings().max_lora_rank, max_loras=VllmSettings().max_loras,
+                                 tool_call_parser=VllmSettings().tool_call_parser)
+    flags = [defaults(c) for c in vllm["command"]]
+    assert [f for f in flags if f.split("=")[0] in {t.split("=")[0] for t in tested}] == tested
+    assert not any("structured-outputs-config" in f for f in flags)  # vLLM's default `auto` backend
+
+
+def test_compose_gives_the_alignment_worker_a_gpu_and_the_base_weights():
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    vllm, api = compose["services"]["vllm"], compose["services"]["api"]
+    assert api["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    env = {k: defaults(str(v)) for k, v in api["environment"].items()}
+    model = next(defaults(c) for c in vllm["command"] if c.startswith("--model="))
+    assert env["AGENTSTACK_ALIGNMENT__BASE_MODEL"] == model.split("=", 1)[1]  # the weights vLLM serves
+    assert any(v.startswith("hf-cache:") for v in api["volumes"]) and env["HF_HOME"] == "/hf-cache"
+    rank = next(defaults(c) for c in vllm["command"] if c.startswith("--max-lora-rank="))
+    assert env["AGENTSTACK_ENGINE__MAX_LORA_RANK"] == rank.split("=", 1)[1]
+
+
+def _check_compose(path: Path):
+    import shutil
+    import subprocess
+    import sys
+
+    tool = shutil.which("check-jsonschema") or str(Path(sys.executable).with_name("check-jsonschema"))
+    return subprocess.run([tool, "--builtin-schema", "vendor.compose-spec", str(path)], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_compose_file_is_valid_against_the_compose_spec_schema(tmp_path):
+    done = _check_compose(ROOT / "compose.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    broken = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    broken["services"]["vllm"]["restart"] = ["unless-stopped"]  # the schema wants a string
+    broken["services"]["api"]["gpus_please"] = True  # and no unknown keys
+    (tmp_path / "compose.yaml").write_text(yaml.safe_dump(broken))
+    refused = _check_compose(tmp_path / "compose.yaml")
+    assert refused.returncode != 0 and "gpus_please" in refused.stdout + refused.stderr
+
+
 def test_compose_wires_api_to_vllm_with_runtime_lora():
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     vllm, api = compose["services"]["vllm"], compose["services"]["api"]
@@ -30,7 +84,7 @@ def test_compose_environment_names_real_settings():
     known = {row[0] for row in describe_fields()}
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     for name in compose["services"]["api"]["environment"]:
-        assert name in known, f"{name} is not a setting"
+        assert name in known or not name.startswith("AGENTSTACK_"), f"{name} is not a setting"
 
 
 def test_dockerfile_installs_with_the_constraints_and_serves():
@@ -61,4 +115,4 @@ def test_compose_runs_two_api_replicas_on_shared_state_behind_a_proxy():
     from agentstack.config import describe_fields
 
     known = {row[0] for row in describe_fields()}
-    assert set(services["api-2"]["environment"]) <= known
+    assert {k for k in services["api-2"]["environment"] if k.startswith("AGENTSTACK_")} <= known

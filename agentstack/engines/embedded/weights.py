@@ -73,7 +73,7 @@ def resolve_model_dir(model: str | None, cache_dir: Path) -> tuple[Path, str]:
     """Return (a Hugging Face model directory, a display name) for the configured ``model``.
 
     ``None`` means the default SmolLM2 GGUF; a ``.gguf`` path is converted once into ``cache_dir``;
-    a directory is used as is.
+    a directory is used as is; a Hugging Face repo id is used only if it is in the local HF cache.
     """
     if model is None:
         gguf, name = default_gguf_path(), DEFAULT_MODEL_NAME
@@ -86,10 +86,27 @@ def resolve_model_dir(model: str | None, cache_dir: Path) -> tuple[Path, str]:
             return path, path.name
         if path.is_file() and path.suffix == ".gguf":
             gguf, name = path, path.stem
+        elif (cached := hub_cache_dir(model)) is not None:
+            return cached, model.rsplit("/", 1)[-1]
         else:
-            raise ConfigError(f"AGENTSTACK_ENGINE__MODEL={model!r} is neither a model directory nor a .gguf file",
+            raise ConfigError(f"AGENTSTACK_ENGINE__MODEL={model!r} is neither a model directory, a .gguf file nor "
+                              "a Hugging Face model in the local cache",
                               fix="give a local path; models are never downloaded at run time")
     return convert_gguf(gguf, cache_dir, name), name
+
+
+def hub_cache_dir(repo_id: str) -> Path | None:
+    """The snapshot of Hugging Face model ``repo_id`` already in the local HF cache (e.g. the one a
+    vLLM container downloaded into a shared volume), never downloading; None if absent."""
+    if repo_id.count("/") != 1 or repo_id.startswith(("/", ".", "~")):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        found = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001  (not cached, or not a repo id)
+        return None
+    return found if (found / "config.json").is_file() else None
 
 
 def convert_gguf(gguf: Path, cache_dir: Path, name: str) -> Path:
