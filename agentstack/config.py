@@ -119,8 +119,10 @@ class EngineSettings(BaseModel):
                                 "decode and prompt threads) or of the embedded engine (torch); unset = the "
                                 "library's default (llama.cpp: the physical cores).")
     kv_cache_tokens: int | None = Field(default=None, ge=16, description="llamacpp: tokens of KV cache shared by "
-                                        "all running sequences (one unified cache); unset = the context window. "
-                                        "Raise it when many long requests run at once.")
+                                        "all running sequences and the prompts idle slots keep cached (one unified cache); unset = twice the "
+                                        "context window, so a full-length request fits beside them (about 380 MB for "
+                                        "SmolLM2-135M). Raise it when many long requests run at once; never below "
+                                        "the window.")
     max_batch_size: int = Field(default=16, ge=1, le=256, description="embedded: sequences per forward pass "
                                 "(B). llamacpp batches every running sequence into each decode.")
     max_running: int = Field(default=32, ge=1, description="Sequences generating at once (llamacpp: "

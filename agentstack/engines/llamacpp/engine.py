@@ -92,7 +92,11 @@ class LlamaCppEngine(LocalEngine):
         log.info("llamacpp engine ready: %s (%s) in %.2f s", name, self.info.file_type, self.load_seconds)
 
     def _n_ctx(self) -> int:
-        return max(self._ctx, self.settings.kv_cache_tokens or 0)
+        # Twice the window by default: idle slots keep their prompts cached in the one unified cache,
+        # and with only the window a full-length request beside them failed inside llama.cpp
+        # ("Context size has been exceeded", test_engine_contract's cut-to-the-room test after others).
+        # Each sequence is still capped at the model's window (engine.context_length).
+        return max(self._ctx, self.settings.kv_cache_tokens or 2 * self._ctx)
 
     def attach_metrics(self, metrics: Any) -> None:
         self.metrics = metrics
