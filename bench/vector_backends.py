@@ -108,17 +108,9 @@ def recalls(index, queries: list[str], dense_hits: list, hybrid_hits: list, exac
 
 
 def quality(manager, name: str, questions) -> dict:
-    out = {}
-    index = manager.open(name)
-    for mode in ("dense", "bm25", "hybrid"):
-        ranks = []
-        for question, gold in questions:
-            docs = list(dict.fromkeys(h.doc_id for h in index.search(question, k=20, mode=mode)))
-            ranks.append(docs.index(gold) + 1 if gold in docs else None)
-        out[mode] = {"recall@1": sum(r == 1 for r in ranks) / len(ranks),
-                     "recall@5": sum(r is not None and r <= 5 for r in ranks) / len(ranks),
-                     "mrr@20": sum(1 / r for r in ranks if r) / len(ranks)}
-    return out
+    from retrieval import ranking
+
+    return ranking(manager.open(name), questions, ("dense", "bm25", "hybrid"))
 
 
 def main() -> None:
