@@ -1,5 +1,5 @@
 """The ``openai`` engine's adapters across replicas, against real agentstack servers standing in for
-vLLM replicas (the same routes; ``tests/vllm/`` repeats this against real vLLM): loading is
+vLLM replicas (the same routes; ``tests/vllm_tier/`` repeats this against real vLLM): loading is
 idempotent and all-or-nothing, and an adapter a replica lost is loaded again by itself."""
 
 from __future__ import annotations

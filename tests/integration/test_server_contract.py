@@ -36,7 +36,7 @@ def server(request):
 
 @pytest.fixture(scope="module")
 def adapter(embedded_engine, tmp_path_factory):
-    from tests.vllm.vllm_support import lora
+    from tests.vllm_tier.vllm_support import lora
 
     return lora(embedded_engine, tmp_path_factory.mktemp("contract-lora") / "adapter", seed=3)
 

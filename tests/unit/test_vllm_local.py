@@ -170,3 +170,12 @@ def test_which_runs_select_the_vllm_tier(expr, selected):
     from tests.vllm_fixtures import selects_vllm
 
     assert selects_vllm(expr) is selected
+
+
+def test_nothing_on_the_test_path_poses_as_the_vllm_package():
+    """vLLM lives in its own venv. A folder named ``vllm`` on pytest's path (``tests/`` is on it, for
+    ``tests/conftest.py``) was found by TRL's ``is_vllm_available`` as a package without a version,
+    and RLOO failed to import in a whole-suite run: the vLLM tests live in ``tests/vllm_tier``."""
+    import importlib.util
+
+    assert importlib.util.find_spec("vllm") is None

@@ -16,7 +16,7 @@ import pytest
 
 from agentstack.vllm_local.process import free_port
 from tests.conftest import MODEL_CACHE
-from tests.vllm.vllm_support import lora, wait_until
+from tests.vllm_tier.vllm_support import lora, wait_until
 
 pytestmark = pytest.mark.vllm
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.integration.alignment_support import fast_alignment, register, seed_siblings, tiny_job, vote_all, wait_job
-from tests.vllm.vllm_support import APP, OP, answer, front_server, served, wait_until
+from tests.vllm_tier.vllm_support import APP, OP, answer, front_server, served, wait_until
 from tests.vllm_fixtures import start_vllm
 
 pytestmark = pytest.mark.vllm
@@ -76,7 +76,7 @@ def test_served_answers_change_and_rollback_restores_them(loop):
 
 
 def test_two_replicas_all_or_nothing_and_a_restart_mid_way(loop, vllm_server, replica_b, embedded_engine, tmp_path):
-    from tests.vllm.vllm_support import lora
+    from tests.vllm_tier.vllm_support import lora
 
     b = replica_b
     engine = {"replica_urls": [vllm_server.base_url, b.base_url], "adapter_check_s": 2}

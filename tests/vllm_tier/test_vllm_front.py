@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import APP_KEY
 from tests.integration.test_tool_calling import WEATHER, assert_streams_a_named_weather_call
-from tests.vllm.vllm_support import OP, front_server, lora
+from tests.vllm_tier.vllm_support import OP, front_server, lora
 
 pytestmark = pytest.mark.vllm
 
