@@ -127,10 +127,19 @@ def test_exceptions_at_named_points_leave_the_index_usable(manager, point):
 
 def test_random_kill_9_during_ingest(manager, settings, capsys):
     reader = manager.open(NAME)
-    start = time.monotonic()
-    lines = run_child(settings.data_dir, 0, "kill")
-    assert lines[-1] == "DONE"
-    duration = time.monotonic() - start  # includes start-up; kills aim after START
+    # A timed calibration run: when (after START) the first write or commit phase began, and when it
+    # ended. Kills are drawn over that span, so most land where state changes, whatever the machine's
+    # speed (a uniform draw over the whole run mostly hit start-up on an idle machine).
+    proc = subprocess.Popen([sys.executable, str(CHILD), str(settings.data_dir), NAME, "0", "kill"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "START"
+    start, first_write, lines = time.monotonic(), None, []
+    for line in proc.stdout:
+        lines.append(line.strip())
+        if first_write is None and line.startswith("PHASE ") and POINTS.get(line.split()[1]) in ("write", "commit"):
+            first_write = time.monotonic() - start
+    duration = time.monotonic() - start
+    assert proc.wait(120) == 0 and lines[-1] == "DONE" and first_write is not None, lines[-5:]
     seed = int(time.time())
     rng = random.Random(seed)
     kills: list[tuple[int, float, str, str]] = []
@@ -139,7 +148,7 @@ def test_random_kill_9_during_ingest(manager, settings, capsys):
         proc = subprocess.Popen([sys.executable, str(CHILD), str(settings.data_dir), NAME, str(run), "kill"],
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "START"
-        delay = rng.uniform(0.0, max(0.05, duration * 0.6))
+        delay = rng.uniform(first_write * 0.8, max(first_write + 0.05, duration))
         time.sleep(delay)
         proc.kill()  # SIGKILL: no handler, no cleanup
         rest = proc.stdout.read().splitlines()

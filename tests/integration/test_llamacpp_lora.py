@@ -165,9 +165,9 @@ def _opening(text: str, words: int = 4) -> list[str]:
     return text.split()[:words]
 
 
-def _chat(server, model):
+def _chat(server, model, headers=APP):
     body = {"model": model, "messages": ASK, "max_tokens": 12, "temperature": 0}
-    return httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=APP, timeout=120)
+    return httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=headers, timeout=120)
 
 
 def test_swap_starts_a_new_instance_while_the_old_one_drains(server, strong_adapter, llamacpp_engine):
@@ -210,7 +210,11 @@ def test_swap_starts_a_new_instance_while_the_old_one_drains(server, strong_adap
         assert after["model_version"] == "v-gguf" and previous == llamacpp_engine.base_name
         adapted = after["choices"][0]["message"]["content"]
         assert _opening(adapted) != _opening(base_text)
-        base_again = _chat(server, llamacpp_engine.base_name).json()["choices"][0]["message"]["content"]
+        # by name: the base is no longer the active version, so only an operator may ask for it (app keys
+        # get the active one and the versions marked selectable)
+        refused = _chat(server, llamacpp_engine.base_name)
+        assert refused.status_code in (403, 404), refused.text
+        base_again = _chat(server, llamacpp_engine.base_name, OP).json()["choices"][0]["message"]["content"]
         assert _opening(base_again) == _opening(base_text)  # scale 0 for the adapter: the base model
     finally:
         swapped.set()

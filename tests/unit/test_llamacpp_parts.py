@@ -36,6 +36,9 @@ def test_completion_body_maps_sampling_and_refuses_what_llama_cpp_lacks():
     assert body["seed"] == (2**40 + 5) % (2**32 - 1) and body["logprobs"] == 3 and body["n"] == 2
     assert body["logit_bias"] == [[42, -100.0]] and body["stop"] == ["\n"] and body["lora"][0]["id"] == 0
     assert "seed" not in completion_body(SamplingParams(), [1], 5, grammar=None, lora=None)
+    # a seeded request is computed from scratch (a cached prefix changes the logits' last bits)
+    assert body["cache_prompt"] is False
+    assert completion_body(SamplingParams(), [1], 5, grammar=None, lora=None)["cache_prompt"] is True
     with pytest.raises(InvalidRequestError, match="min_tokens"):
         completion_body(SamplingParams(min_tokens=2), [1], 5, grammar=None, lora=None)
     with pytest.raises(InvalidRequestError, match="stop_token_ids"):

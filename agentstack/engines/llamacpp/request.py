@@ -27,7 +27,10 @@ def completion_body(params: SamplingParams, ids: list[int], max_new: int, *, gra
         raise InvalidRequestError("stop_token_ids is not supported by the llamacpp engine", param="stop_token_ids",
                                   fix="use stop strings instead")
     body: dict[str, Any] = {
-        "prompt": ids, "max_tokens": max_new, "stream": True, "n": params.n, "cache_prompt": True,
+        # A seeded request is computed from scratch: reusing a slot's cached prompt evaluates the last
+        # tokens in a different batch shape, and llama.cpp's logits then differ in the last bits, enough
+        # to change sampled (and occasionally greedy) tokens. Unseeded requests keep the prefix reuse.
+        "prompt": ids, "max_tokens": max_new, "stream": True, "n": params.n, "cache_prompt": params.seed is None,
         "temperature": params.temperature, "top_p": params.top_p, "top_k": max(params.top_k, 0),
         "min_p": params.min_p, "repeat_penalty": params.repetition_penalty, "repeat_last_n": len(ids) + max_new,
         "presence_penalty": params.presence_penalty, "frequency_penalty": params.frequency_penalty,
