@@ -214,11 +214,16 @@ def main() -> None:
             embedder.encode([q])
             t.append(time.perf_counter() - s0)
         result["query_embedding_p50_ms"] = float(np.percentile(np.array(t) * 1000, 50))
+    finish(result, args.out, report)
+
+
+def finish(result: dict, out: Path, report) -> None:
+    """Stamp the end load, write the JSON, print the report and where the JSON is."""
     result["loadavg_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     report(result)
-    print(f"results in {args.out}")
+    print(f"results in {out}")
 
 
 def report(r: dict) -> None:

@@ -198,11 +198,9 @@ def main() -> None:
             result["sizes"][str(n)] = entry
         for m in managers.values():
             m.close()
-    result["loadavg_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    report(result)
-    print(f"results in {args.out}")
+    from retrieval import finish
+
+    finish(result, args.out, report)
 
 
 def report(r: dict) -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import APP_KEY, OPERATOR_KEY
 from tests.integration.alignment_support import (
+    APP,
+    OP,
     alignment_server,
     fast_alignment,
     random_adapter,
@@ -27,9 +28,6 @@ from tests.integration.alignment_support import (
 )
 
 pytestmark = pytest.mark.integration
-
-APP = {"Authorization": f"Bearer {APP_KEY}"}
-OP = {"Authorization": f"Bearer {OPERATOR_KEY}"}
 
 
 def test_local_mode_refuses_a_rebound_host_name(live_server):
