@@ -150,28 +150,48 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--probes", default=",".join(PROBES), help="garak probe names (default: the families above).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "garak.json")
+    parser.add_argument("--collect", action="store_true", help="run nothing: rebuild --out from garak's reports "
+                        "already in bench/results/garak/ for --targets x --guards")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     reports = args.out.resolve().parent / "garak"  # garak runs with its cwd there: absolute paths
     reports.mkdir(parents=True, exist_ok=True)
+    # Passes accumulate: a pass run now replaces the same pass in --out; the others are kept, each
+    # with its own time and load.
     result: dict = {"prompts_per_probe": args.prompts, "generations": 1, "probes": args.probes.split(","),
-                    "loadavg_at_start": os.getloadavg(), "runs": {}}
+                    "runs": {}}
+    if args.out.exists():
+        previous = json.loads(args.out.read_text())
+        if previous.get("prompts_per_probe") == args.prompts:
+            result["runs"] = previous.get("runs", {})
+    if args.collect:
+        for guards in args.guards.split(","):
+            for target in args.targets.split(","):
+                prefix = f"{target}-guards-{guards}"
+                report = reports / f"{prefix}.report.jsonl"
+                if report.exists():
+                    result["runs"][prefix] = {"probes": read_report(report), "from_report": str(report.name),
+                                              "report_mtime": report.stat().st_mtime}
+        args.out.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}: {sorted(result['runs'])}")
+        return
     with tempfile.TemporaryDirectory(prefix="agentstack-garak-") as tmp:
         data_dir = Path(tmp) / "data"
         build_index(data_dir)
         for guards in args.guards.split(","):
             with Server(data_dir, guards == "on") as url:
                 for target in args.targets.split(","):
-                    started = time.perf_counter()
+                    started, load = time.perf_counter(), os.getloadavg()
                     prefix = f"{target}-guards-{guards}"
                     per_probe = run_garak(url, f"{target}:docs", args.prompts, reports, prefix, args.parallel,
                                           args.probes.split(","))
                     result["runs"][prefix] = {"seconds": round(time.perf_counter() - started, 1),
+                                              "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                              "loadavg_at_start": load, "loadavg_at_end": os.getloadavg(),
                                               "probes": per_probe}
+                    args.out.write_text(json.dumps(result, indent=2))  # a pass at a time: a stopped run keeps it
                     for probe, row in sorted(per_probe.items()):
                         print(f"{target:6} guards {guards:3} {probe:55} {row['hits']}/{row['attempts']}", flush=True)
-    result["loadavg_at_end"] = os.getloadavg()
-    args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
 
 
