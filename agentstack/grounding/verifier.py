@@ -118,6 +118,8 @@ class AnswerCheck:
         self._out: list[str] = []
         self._raw: list[str] = []
         self._released_claims = 0
+        self._gap = ""  # whitespace after the last claim seen: it precedes the next one
+        self._skipped_sep: str | None = None  # the separator of the first claim dropped since the last release
         self._seconds = 0.0
         self.decision: str | None = None
 
@@ -142,13 +144,18 @@ class AnswerCheck:
             vectors = await self.embed([c.body for c in claims])
         else:
             vectors = np.zeros((len(claims), 1), dtype=np.float32)
-        out = []
+        out, end = [], 0
         for claim, vector in zip(claims, vectors):
-            out.append(self._judge(claim, vector, ev))
+            sep, self._gap = self._gap + claim_text[end:claim.start], ""
+            end = claim.end
+            out.append(self._judge(claim, vector, ev, sep))
+        self._gap = claim_text[end:]
         self._seconds += time.perf_counter() - started
         return "".join(out)
 
-    def _judge(self, claim: Claim, vector: np.ndarray, ev: EvidenceSet) -> str:
+    def _judge(self, claim: Claim, vector: np.ndarray, ev: EvidenceSet, sep: str = " ") -> str:
+        """``sep``: the whitespace before the claim in the answer, kept when it is released (so
+        paragraphs, list items and indentation keep their meaning)."""
         cfg = self.config
         s = score_claim(claim, vector, ev, cfg.weights)
         if self.mode == "react":
@@ -165,7 +172,7 @@ class AnswerCheck:
         self.scores.append(s)
         self._verdicts.append({**s.public(), "supported": supported, "answers_question": bool(answers),
                                "citations": list(claim.citations), "citations_dropped": dropped,
-                               "kept": supported or cfg.unsupported == "mark", "_text": drop_citations(
+                               "kept": supported or cfg.unsupported == "mark", "_sep": sep, "_text": drop_citations(
                                    claim.text, set(dropped)) if dropped else claim.text})
         self._held.append(len(self._verdicts) - 1)
         if answers:
@@ -177,8 +184,11 @@ class AnswerCheck:
         for i in self._held:
             v = self._verdicts[i]
             if not v["kept"] or not v["_text"]:
+                if self._skipped_sep is None:
+                    self._skipped_sep = v["_sep"]
                 continue
-            sep = " " if self._released_claims else ""
+            sep = (v["_sep"] if self._skipped_sep is None else self._skipped_sep) if self._released_claims else ""
+            self._skipped_sep = None
             start = len(self.text) + len("".join(out)) + len(sep)
             out.append(sep + v["_text"])
             v["start"], v["end"] = start, start + len(v["_text"])
@@ -215,7 +225,7 @@ class AnswerCheck:
         return cfg.abstain_message
 
     def grounding(self) -> Grounding:
-        claims = [{k: v for k, v in verdict.items() if k != "_text"} for verdict in self._verdicts]
+        claims = [{k: v for k, v in verdict.items() if not k.startswith("_")} for verdict in self._verdicts]
         answering = [s.answers for s, v in zip(self.scores, self._verdicts) if v["supported"]]
         reason = {"answered": "a supported sentence answers the question" if self.mode == "rag"
                   else "the answer's sentences are supported by the tool observations",
@@ -231,15 +241,24 @@ class AnswerCheck:
 
 
 class SentenceGate:
-    """Feeds streamed text to an :class:`AnswerCheck` one finished sentence at a time."""
+    """Feeds streamed text to an :class:`AnswerCheck` one finished sentence at a time.
 
-    def __init__(self, check: AnswerCheck):
+    ``recheck``: a fresh answer guard (same policy as the one before the gate) that what the check
+    releases passes through. The guard before the gate judged the model's text; dropping a sentence
+    can change how the rest parses (a dropped line that opened a code fence turns the code after it
+    into live Markdown or HTML), so the text shown is judged again as it is."""
+
+    def __init__(self, check: AnswerCheck, recheck: Any = None):
         self.check = check
+        self.recheck = recheck
         self._buffer = ""
 
     @property
     def text(self) -> str:
-        return self.check.text
+        return self.recheck.text if self.recheck is not None else self.check.text
+
+    def _guarded(self, text: str) -> str:
+        return self.recheck.feed(text) if self.recheck is not None and text else text
 
     async def feed(self, text: str) -> str:
         from agentstack.grounding.text import complete_claims
@@ -249,12 +268,13 @@ class SentenceGate:
         if not cut:
             return ""
         ready, self._buffer = self._buffer[:cut], self._buffer[cut:]
-        return await self.check.add(ready)
+        return self._guarded(await self.check.add(ready))
 
     async def finish(self) -> str:
         rest, self._buffer = self._buffer, ""
         out = await self.check.add(rest) if rest.strip() else ""
-        return out + await self.check.finish()
+        out = self._guarded(out + await self.check.finish())
+        return out + self.recheck.finish() if self.recheck is not None else out
 
 
 def embed_with(embedder: Any) -> Embed | None:

@@ -167,13 +167,17 @@ class RagOrchestrator:
         user = prompts.RAG_USER.format(sources=block, question=state["question"])
         messages = [{"role": "system", "content": prompts.RAG_SYSTEM}, *state["history"][:-1],
                     {"role": "user", "content": user}]
-        guard = self.deps.guard(system_prompt=prompts.RAG_SYSTEM, citations=frozenset(s.n for s in sources))
+        cited = frozenset(s.n for s in sources)
+        guard = self.deps.guard(system_prompt=prompts.RAG_SYSTEM, citations=cited)
         structured = None
         if self.deps.settings.require_citation and self.deps.engine.capabilities.structured_output:
             structured = StructuredOutput(kind="grammar", value=citation_grammar(len(sources)))
         check = self.deps.answer_check(request, state["question"], [(s.n, s.text) for s in sources])
+        # what the check releases is guarded again: dropping a sentence can change how the rest parses
+        gate = (SentenceGate(check, self.deps.guard(system_prompt=prompts.RAG_SYSTEM, citations=cited))
+                if check is not None else None)
         gen = await generate(self.deps.engine, messages, state["model"], request.params, guard=guard, emit=writer,
-                             structured=structured, gate=SentenceGate(check) if check is not None else None)
+                             structured=structured, gate=gate)
         add_usage(usage, gen.usage)
         stats = guard.stats.__dict__ if guard is not None else {}
         timings = {**state.get("timings", {}), "generate_ms": round(gen.seconds * 1000, 1)}

