@@ -325,6 +325,10 @@ class LinkGuard:
         t = self._tail + self._pending
         if inside:
             h = _before_complete_constructs(t, b, h)
+        if "<" in t[b:h]:  # a tag left open at the end of a raw HTML block: the next ``>`` may close it
+            open_tag = scan(t).open_tag
+            if open_tag is not None and b <= open_tag < h:
+                h = open_tag
         return max(0, h - b)
 
     # -- cleaning -----------------------------------------------------------------------------------

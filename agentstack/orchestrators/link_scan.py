@@ -51,6 +51,7 @@ class Construct:
 class Scan:
     constructs: list[Construct]
     block_starts: list[int]  # offsets where each top-level block begins
+    open_tag: int | None = None  # where an unterminated tag at the very end of a raw HTML block starts
 
 
 @lru_cache(maxsize=1)
@@ -158,6 +159,7 @@ def scan(text: str) -> Scan:
     tokens = md.parse(text, env)
     mapper = _Mapper(text)
     found: list[Construct] = []
+    open_tags: list[int] = []
     lines = mapper.lines
     block_starts = [lines[t.map[0]] for t in tokens
                     if t.level == 0 and t.map and t.nesting >= 0 and t.map[0] < len(lines)]
@@ -171,8 +173,8 @@ def scan(text: str) -> Scan:
         elif token.type == "definition":
             found.append(_definition(token, text, lines, strict))
         elif token.type == "html_block":
-            found.extend(_html_block(token, mapper))
-    return Scan(found, block_starts)
+            found.extend(_html_block(token, mapper, open_tags))
+    return Scan(found, block_starts, open_tags[-1] if open_tags else None)
 
 
 def _hrefs(href: str, strict: MarkdownIt) -> list[str]:
@@ -284,13 +286,23 @@ def _definition(token: Any, text: str, lines: list[int], strict: MarkdownIt) -> 
     return Construct("definition", start, max(start, end), _hrefs(str(token.meta.get("url", "")), strict))
 
 
-def _html_block(token: Any, mapper: _Mapper) -> list[Construct]:
+def _html_block(token: Any, mapper: _Mapper, open_at: list[int]) -> list[Construct]:
+    """The tags of a raw HTML block. A tag the block ends inside is judged as the rest of the block
+    (see below), and its start is added to ``open_at`` when nothing follows the block yet."""
     out: list[Construct] = []
     content = token.content
     i = content.find("<")
     while i != -1 and i < len(content) - 1:
         end = tag_end(content, i)
-        if end is None:  # runs to the end of the block: a browser drops an unterminated tag
+        if end is None:  # runs to the end of the block. A browser drops an unterminated tag only at the end
+            # of the document; here rendered text follows (an API client's page), whose next ``>`` closes
+            # it, so the rest of the block is judged as the tag
+            if content[i + 1].isalpha():
+                stop = max(i + 2, len(content.rstrip()))  # the block's own line end stays
+                s, e, exact = mapper.span(token, i, stop)
+                out.append(Construct("html", s, e, tag=content[i:stop], exact=exact))
+                if e and not mapper.text[e:].strip():
+                    open_at.append(s)  # nothing follows yet: a stream holds it back (LinkGuard._cut)
             break
         if content[i + 1].isalpha():
             s, e, exact = mapper.span(token, i, end)

