@@ -78,8 +78,10 @@ class RemoteAdapters:
                                              json={"lora_name": name, "lora_path": path, "load_inplace": True})
             except httpx.HTTPError as exc:
                 await self._undo(client, name, loaded_here)
+                with self._lock:
+                    where = "keeps its previous weights" if name in self.loaded else "is loaded nowhere"
                 raise EngineUnavailableError(f"cannot reach the model server at {url} ({type(exc).__name__}); "
-                                             f"adapter {name!r} is loaded nowhere",
+                                             f"adapter {name!r} {where}",
                                              fix="check AGENTSTACK_ENGINE__REPLICA_URLS, then retry") from exc
             if not response.is_success:
                 await self._undo(client, name, loaded_here)
@@ -90,16 +92,23 @@ class RemoteAdapters:
         self._ensure_watching()
 
     async def _undo(self, client: httpx.AsyncClient, name: str, urls: list[str]) -> None:
-        """All or nothing: unload ``name`` from the replicas this call loaded it on (unless it was
-        already tracked, i.e. this was a reload of something that serves)."""
+        """All or nothing: put the replicas this call loaded ``name`` on back as they were. A new
+        name is unloaded there; a reload of a tracked name loads its tracked path back in place, so
+        no replica serves weights the others do not."""
         with self._lock:
-            if name in self.loaded:
-                return
+            previous = self.loaded.get(name)
         for url in urls:
             try:
-                await client.post(f"{url}/unload_lora_adapter", headers=self._headers(), json={"lora_name": name})
+                if previous is None:
+                    await client.post(f"{url}/unload_lora_adapter", headers=self._headers(), json={"lora_name": name})
+                else:
+                    response = await client.post(f"{url}/load_lora_adapter", headers=self._headers(), json={
+                        "lora_name": name, "lora_path": previous, "load_inplace": True})
+                    if not response.is_success:
+                        log.error("could not load %s back from %s on %s after a failed reload: %s", name, previous,
+                                  url, _message(response))
             except httpx.HTTPError as exc:
-                log.warning("could not unload %s from %s after a failed load: %s", name, url, type(exc).__name__)
+                log.warning("could not undo the load of %s on %s: %s", name, url, type(exc).__name__)
 
     async def unload(self, client: httpx.AsyncClient, name: str) -> None:
         with self._lock:

@@ -28,6 +28,7 @@ import hmac
 import logging
 import os
 import secrets
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -51,16 +52,22 @@ def pseudonym_key(settings: Any) -> bytes:
         return configured.get_secret_value().encode()
     path = Path(settings.data_dir) / KEY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Written whole to a private temporary file, then linked into place: the link fails if another
+    # process made the key first (then its key is used), and no reader ever sees a half-written or
+    # empty file, even after a crash.
+    fd, tmp = tempfile.mkstemp(prefix=".pseudonym.", dir=path.parent)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_text("ascii").strip()
-    else:
-        key = secrets.token_hex(32)
         with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(key + "\n")
+            f.write(secrets.token_hex(32) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+    key = path.read_text("ascii").strip()
     log.warning("privacy.pseudonym_key is unset: audit-log pseudonyms use the random key in %s; replicas with "
                 "other data dirs name the same user differently. Set privacy.pseudonym_key (the same on every "
                 "replica) to make them agree.", path)

@@ -97,9 +97,29 @@ def require_installed(package: Package, venv: Path) -> Path:
     return venv_python(venv)
 
 
+NOT_FOR_VLLM = ("PYTHONPATH", "VIRTUAL_ENV", "AGENTSTACK_")  # agentstack's own path and settings
+ALSO_FOR_VLLM = ("LD_PRELOAD",)
+FOR_PIP = ("PIP_", "SSL_CERT_", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+           "ALL_PROXY")  # pip's index, certificates and proxies
+
+
+def vllm_environment(*, pip: bool = False) -> dict[str, str]:
+    """The environment of a process in vLLM's venv (the server, the import check, pip): the shared
+    allowlist (agentstack.child_env) without agentstack's own path and settings, so no secret of
+    agentstack's reaches it, and what the venv needs (``LD_PRELOAD``; for pip its index settings)."""
+    from agentstack.child_env import child_environment
+
+    env = {k: v for k, v in child_environment().items() if not k.upper().startswith(NOT_FOR_VLLM)}
+    env.update({k: os.environ[k] for k in ALSO_FOR_VLLM if k in os.environ})
+    if pip:
+        env.update({k: v for k, v in os.environ.items() if k.upper().startswith(FOR_PIP)})
+    return env
+
+
 def _run(cmd: list[str], what: str) -> None:
     log.info("%s: %s", what, " ".join(cmd))
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=vllm_environment(pip=True))
     if done.returncode != 0:
         raise EngineUnavailableError(f"{what} failed (exit {done.returncode}):\n{done.stdout[-3000:]}",
                                      fix="read the pip output above; the venv is left for inspection")
@@ -107,7 +127,7 @@ def _run(cmd: list[str], what: str) -> None:
 
 def _imports(python: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(python), "-c", IMPORT_CHECK], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          env={**vllm_environment(), "PYTHONWARNINGS": "ignore"})
 
 
 def ensure_installed(package: Package, venv: Path) -> Path:

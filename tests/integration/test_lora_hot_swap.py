@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import shutil
 
 import httpx
 import pytest
@@ -53,7 +54,7 @@ def _chat(server, model, **extra):
     return httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=APP, timeout=120)
 
 
-def test_load_use_unload_adapter(server, adapter):
+def test_load_use_unload_adapter(server, adapter, tmp_path):
     base_text = _chat(server, "agentstack").json()["choices"][0]["message"]["content"]
     r = httpx.post(f"{server.url}/v1/load_lora_adapter", json={"lora_name": "v-test", "lora_path": str(adapter)},
                    headers=OP, timeout=120)
@@ -75,6 +76,16 @@ def test_load_use_unload_adapter(server, adapter):
                          json={"lora_name": "v-test", "lora_path": str(adapter), "load_inplace": True})
     assert inplace.status_code == 200 and _chat(server, "v-test").json()["choices"][0]["message"]["content"] \
         == out["choices"][0]["message"]["content"]  # the same weights again
+    # an in-place load that fails (no adapter there; a config without weights) keeps the old weights served
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(adapter / "adapter_config.json", broken / "adapter_config.json")
+    for path, status in (("/no/such", 404), (str(broken), None)):
+        r = httpx.post(f"{server.url}/v1/load_lora_adapter", headers=OP, timeout=120,
+                       json={"lora_name": "v-test", "lora_path": path, "load_inplace": True})
+        assert (r.status_code == status) if status else (400 <= r.status_code < 500), r.text
+        assert _chat(server, "v-test").json()["choices"][0]["message"]["content"] \
+            == out["choices"][0]["message"]["content"]
     missing = httpx.post(f"{server.url}/v1/load_lora_adapter", json={"lora_name": "nope", "lora_path": "/no/such"},
                          headers=OP)
     assert missing.status_code == 404 and "adapter_config.json" in missing.json()["error"]["message"]

@@ -72,6 +72,35 @@ def test_loading_is_idempotent_and_all_or_nothing(replica, adapter):
     assert "aon" not in names(replica.url)
 
 
+def test_a_failed_reload_puts_the_old_weights_back(replica, adapter, embedded_engine, tmp_path):
+    """A reload in place that one replica refuses leaves every replica on the tracked weights."""
+    from tests.integration.alignment_support import random_adapter
+
+    other = random_adapter(embedded_engine, tmp_path / "other", seed=7)
+    engine = engine_for(replica, f"{replica.url}/v1")
+
+    def answer() -> str:
+        r = httpx.post(f"{replica.url}/v1/chat/completions", headers=OP, timeout=120, json={
+            "model": "rb", "messages": [{"role": "user", "content": "Name three colours."}], "max_tokens": 12,
+            "temperature": 0})
+        return r.json()["choices"][0]["message"]["content"]
+
+    async def go():
+        await engine.load_adapter("rb", adapter)
+        before = await asyncio.to_thread(answer)
+        engine.settings.replica_urls = [f"{replica.url}/v1", dead_url()]
+        with pytest.raises(EngineUnavailableError, match="keeps its previous weights"):
+            await engine.load_adapter("rb", other)  # loaded on the first replica, then the second fails
+        assert await asyncio.to_thread(answer) == before  # the first one was put back
+        engine.settings.replica_urls = [f"{replica.url}/v1"]
+        await engine.load_adapter("rb", other)
+        assert await asyncio.to_thread(answer) != before  # (the two adapters do answer differently)
+        await engine.unload_adapter("rb")
+        await engine.aclose()
+
+    asyncio.run(go())
+
+
 def test_a_replica_that_lost_an_adapter_gets_it_back(replica, adapter):
     engine = engine_for(replica, check_s=0.5)
 

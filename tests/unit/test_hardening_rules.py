@@ -96,6 +96,25 @@ def test_unset_pseudonym_key_is_made_once_per_data_dir_and_warns(tmp_path, caplo
     assert pseudonym("alice", pseudonym_key(b)) != pseudonym("alice", key)  # what the warning is about
 
 
+def test_processes_sharing_a_data_dir_make_one_pseudonym_key(tmp_path):
+    """Workers starting together all read the one key that won, never an empty or partial file."""
+    import multiprocessing
+
+    from agentstack.feedback.privacy import KEY_FILE
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        keys = pool.map(_key_in, [str(tmp_path)] * 16)
+    assert len(set(keys)) == 1 and len(keys[0]) == 64
+    assert (tmp_path / KEY_FILE).read_text().strip() == keys[0]
+    assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE]  # no temporary file left behind
+
+
+def _key_in(data_dir: str) -> str:
+    from agentstack.feedback.privacy import pseudonym_key
+
+    return pseudonym_key(load_settings(data_dir=data_dir)).decode()
+
+
 # -- chat retention -----------------------------------------------------------------------------------
 def test_unrated_chat_expires_by_default_rated_stays(tmp_path):
     from agentstack.db import open_db

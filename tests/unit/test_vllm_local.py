@@ -5,6 +5,7 @@ select the ``vllm`` tier."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -75,6 +76,29 @@ def test_server_command_flags_and_environment(monkeypatch, tmp_path):
     assert not any(k.startswith("AGENTSTACK_") or "secret" in v for k, v in env.items())  # no secrets
     assert "OPENAI_API_KEY" not in env and "PYTHONPATH" not in env
     assert env["HF_HUB_CACHE"] == str(tmp_path / "hub") and env["LD_PRELOAD"] == "libtcmalloc.so"
+
+
+def test_the_installer_children_get_no_secrets(monkeypatch, tmp_path):
+    """pip and the import check run in vLLM's venv with the same allowlist as the server, plus
+    pip's own index, certificate and proxy settings."""
+    from agentstack.vllm_local import install
+
+    monkeypatch.setenv("AGENTSTACK_AUTH__KEYS", '[{"id":"a","role":"app","key":"secret-key-1234567890"}]')
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PIP_FIND_LINKS", "file:///wheels")
+    monkeypatch.setenv("https_proxy", "http://proxy:3128")
+    seen: list[dict] = []
+    monkeypatch.setattr(install.subprocess, "run", lambda cmd, **kw: seen.append(kw["env"]) or
+                        subprocess.CompletedProcess(cmd, 0, stdout=""))
+    install._run(["pip", "install", "x"], "installing x")
+    install._imports(tmp_path / "python")
+    pip_env, check_env = seen
+    for env in seen:
+        assert not any(k.startswith("AGENTSTACK_") or "secret" in v for k, v in env.items())
+        assert "HF_TOKEN" not in env and "PYTHONPATH" not in env
+    assert pip_env["PIP_FIND_LINKS"] == "file:///wheels" and pip_env["https_proxy"] == "http://proxy:3128"
+    assert "PIP_FIND_LINKS" not in check_env
 
 
 def test_a_server_that_exits_reports_its_log(tmp_path):

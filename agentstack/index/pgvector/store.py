@@ -274,8 +274,8 @@ class PgStore:
                                         fix="wait for that ingest to finish and run the command again")
                 time.sleep(0.1)
             conn.commit()
-            writer = PgWriter(self, conn)
-            try:
+            try:  # from here on the session holds the lock: whatever fails, it is released below
+                writer = PgWriter(self, conn)
                 writer.recover()
                 yield writer
             finally:
