@@ -196,6 +196,8 @@ def main() -> None:
                 print(n, kind, json.dumps(e), flush=True)
                 manager.drop(name)
             result["sizes"][str(n)] = entry
+            args.out.parent.mkdir(parents=True, exist_ok=True)  # each size as it ends: a stopped run keeps it
+            args.out.write_text(json.dumps({**result, "partial": True, "loadavg_now": os.getloadavg()}, indent=2))
         for m in managers.values():
             m.close()
     from retrieval import finish
