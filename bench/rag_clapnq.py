@@ -102,11 +102,12 @@ def main() -> None:
     from agentstack.evaluation.metrics.stats import wilson_interval
     from agentstack.evaluation.metrics.text import rouge, token_f1
 
-    report: dict = {"machine": {"cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
-                    "model": "SmolLM2-135M-Instruct (embedded, fp32 CPU)", "limit": args.limit}
+    report: dict = {"machine": {"cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()}, "limit": args.limit}
     passages, answerable, unanswerable = load(args.data, args.limit)
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(data_dir=Path(tmp))
+        report.update(model=f"SmolLM2-135M-Instruct (default model file), engine {settings.engine.kind}",
+                      grounding_verifier=settings.orchestration.grounding.enabled)
         started = time.perf_counter()
         build_index(settings, passages)
         report["index_seconds"] = time.perf_counter() - started
