@@ -123,11 +123,7 @@ class LocalEngine:
             if name in self._versions:
                 raise ConflictError(f"a model named {name!r} is already loaded", param="lora_name",
                                     fix="unload it first, or pick another name")
-        path = Path(path)
-        if not (path / "adapter_config.json").is_file():
-            raise NotFoundError(f"no LoRA adapter at {path} (adapter_config.json missing)", param="lora_path",
-                                fix="give the directory written by the trainer or by peft's save_pretrained")
-        return path
+        return require_adapter_dir(path)
 
     def _forget_adapter(self, name: str, base_name: str) -> None:
         with self._lock:
@@ -136,3 +132,12 @@ class LocalEngine:
             if name not in self._versions:
                 raise ModelNotFoundError(f"no adapter named {name!r} is loaded", param="lora_name")
             del self._versions[name]  # running requests keep their own reference
+
+
+def require_adapter_dir(path: Path) -> Path:
+    """``path`` as a Path when it holds a PEFT adapter (``adapter_config.json``), else a 404 saying so."""
+    path = Path(path)
+    if not (path / "adapter_config.json").is_file():
+        raise NotFoundError(f"no LoRA adapter at {path} (adapter_config.json missing)", param="lora_path",
+                            fix="give the directory written by the trainer or by peft's save_pretrained")
+    return path

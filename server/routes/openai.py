@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from agentstack.engines.base import ChatRequest, StreamEvent, TokenLogprob, Usage
-from agentstack.errors import AgentstackError, InvalidRequestError, ModelNotFoundError, NotFoundError
+from agentstack.errors import AgentstackError, InvalidRequestError, ModelNotFoundError
 from agentstack.history import ResponseRecord, new_id
 from server.auth import Principal
 from server.deps import AppUser, Operator, Svc
@@ -287,9 +287,9 @@ async def load_lora_adapter(body: LoraLoadRequest, op: Operator, svc: Svc) -> Pl
 async def _reload_in_place(engine: Any, name: str, path: Any, old_path: str | None) -> None:
     """Unload ``name`` and load it from ``path``; when that load fails, the old weights are loaded
     back, so a bad path never leaves the name (perhaps the active version) unserved."""
-    if not (path / "adapter_config.json").is_file():
-        raise NotFoundError(f"no LoRA adapter at {path} (adapter_config.json missing)", param="lora_path",
-                            fix="give the directory written by the trainer or by peft's save_pretrained")
+    from agentstack.engines.local import require_adapter_dir
+
+    require_adapter_dir(path)
     await engine.unload_adapter(name)
     try:
         await engine.load_adapter(name, path)
