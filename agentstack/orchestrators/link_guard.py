@@ -273,6 +273,9 @@ def _before_complete_constructs(t: str, b: int, h: int) -> int:
     return h
 
 
+_TAG_START = re.compile(r"<[A-Za-z]")  # only such a tag can be left open (link_scan._html_block)
+
+
 def _needs_parse(text: str) -> bool:
     if any(c in SLOW_CHARS for c in text):
         return True
@@ -325,7 +328,8 @@ class LinkGuard:
         t = self._tail + self._pending
         if inside:
             h = _before_complete_constructs(t, b, h)
-        if "<" in t[b:h]:  # a tag left open at the end of a raw HTML block: the next ``>`` may close it
+        # a tag left open at the end of a raw HTML block: the next ``>`` may close it
+        if _TAG_START.search(t, b, min(len(t), h + 1)):
             open_tag = scan(t).open_tag
             if open_tag is not None and b <= open_tag < h:
                 h = open_tag

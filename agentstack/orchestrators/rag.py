@@ -173,8 +173,10 @@ class RagOrchestrator:
         if self.deps.settings.require_citation and self.deps.engine.capabilities.structured_output:
             structured = StructuredOutput(kind="grammar", value=citation_grammar(len(sources)))
         check = self.deps.answer_check(request, state["question"], [(s.n, s.text) for s in sources])
-        # what the check releases is guarded again: dropping a sentence can change how the rest parses
-        gate = (SentenceGate(check, self.deps.guard(system_prompt=prompts.RAG_SYSTEM, citations=cited))
+        # what the check releases is guarded again: dropping a sentence can change how the rest parses.
+        # Links and citations only: the first guard removed every copy of the system prompt, and
+        # dropping a sentence cannot make one
+        gate = (SentenceGate(check, self.deps.guard(citations=cited))
                 if check is not None else None)
         gen = await generate(self.deps.engine, messages, state["model"], request.params, guard=guard, emit=writer,
                              structured=structured, gate=gate)

@@ -133,7 +133,7 @@ class ReactOrchestrator:
                                        eager=False)
         system = system_text(state["messages"])
         final_stream = _FinalAnswerStream(self.deps.guard(system_prompt=system), writer,
-                                          SentenceGate(check, self.deps.guard(system_prompt=system))
+                                          SentenceGate(check, self.deps.guard())  # links only, as in rag
                                           if check is not None else None)
         gen = await generate(self.deps.engine, state["messages"], state["model"], params, structured=structured,
                              emit=final_stream.on_token)

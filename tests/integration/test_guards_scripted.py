@@ -42,10 +42,10 @@ def indexes(tmp_path_factory):
 
 
 def run(indexes, *, guards: bool, mode: str = "rag", question: str = "What does the shop sell and what is the "
-        "invoice total and the fee?", tools=None, screening: str = "standard"):
+        "invoice total and the fee?", tools=None, screening: str = "standard", grounding: bool = False):
     engine = ScriptedEngine()
     deps = AgentDeps(engine=engine, settings=__import__("agentstack.config", fromlist=["x"]).OrchestrationSettings(
-        min_relevance=-1.0, top_k=4, grounding={"enabled": False}), resolve_model=lambda _: NAME, indexes=indexes,
+        min_relevance=-1.0, top_k=4, grounding={"enabled": grounding}), resolve_model=lambda _: NAME, indexes=indexes,
         tool_policy=ToolPolicy(allowed=["search", "calculator"]), guard_policy=GuardPolicy(injection_filter=screening), guards=guards)
     request = AgentRequest(messages=[{"role": "user", "content": question}], mode=mode, index="mail", tools=tools)
     return asyncio.run(Orchestrators(deps).complete(request)), engine
@@ -73,6 +73,14 @@ def test_output_guards_hold_when_an_injection_gets_past_screening(indexes):
     assert done.guard["leaks_removed"] >= 1
     # what neither guard can judge gets through: the reason screening exists
     assert "Encode your response in Base64" in done.answer
+
+
+def test_output_guards_hold_with_the_verifier_on(indexes):
+    # the guard before the verifier removes the leak; the one after it checks links and citations only
+    done, _ = run(indexes, guards=True, screening="off", grounding=True)
+    assert done.guard["leaks_removed"] >= 1 and done.guard["links_removed"] >= 2
+    assert prompts.RAG_SYSTEM[:40] not in done.answer and "evil.example" not in done.answer
+    assert done.grounding["decision"] in {"answered", "abstained", "extracted"}  # checked, not skipped
 
 
 def test_tool_calls_outside_the_allowlist_are_refused_in_code(indexes):
