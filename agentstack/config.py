@@ -335,12 +335,16 @@ class GroundingSettings(BaseModel):
                                                     "sentence answers the question: `abstain` with "
                                                     "abstain_message, or `extract`: quote the sources' sentences "
                                                     "closest to the question, with citations. Per request too.")
-    min_support: float = Field(default=0.5, ge=0.0, le=1.0, description="Support score (embedding similarity "
+    # min_support, min_answer, min_extract: tuned on ClapNQ's first 100 + 100 dev questions with SmolLM2
+    # (bench/grounding.py, docs/benchmarks.md): the point with the best abstention + answer rate
+    min_support: float = Field(default=0.45, ge=0.0, le=1.0, description="Support score (embedding similarity "
                                "and word overlap with the best source sentence) a sentence needs to count as "
-                               "supported; a cited source below it loses the citation.")
-    min_answer: float = Field(default=0.45, ge=0.0, le=1.0, description="rag: question-sentence similarity a "
-                              "supported sentence needs to count as answering the question.")
-    min_extract: float = Field(default=0.5, ge=0.0, le=1.0, description="fallback=extract: question similarity "
+                               "supported; a cited source below it loses the citation. Lower: fewer sentences "
+                               "removed, more unsupported ones kept.")
+    min_answer: float = Field(default=0.25, ge=0.0, le=1.0, description="rag: question-sentence similarity a "
+                              "supported sentence needs to count as answering the question. Higher: more "
+                              "abstentions, on answerable questions too.")
+    min_extract: float = Field(default=0.8, ge=0.0, le=1.0, description="fallback=extract: question similarity "
                                "a source sentence needs to be quoted; with none, the answer abstains.")
     extract_sentences: int = Field(default=2, ge=1, le=5, description="fallback=extract: most sentences quoted.")
     react_message: str = Field(default="I could not check this answer against the tool results, so I won't "
