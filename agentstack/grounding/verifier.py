@@ -245,8 +245,9 @@ class SentenceGate:
 
     ``recheck``: a fresh answer guard (the link policy and citations of the one before the gate,
     without its system-prompt check) that what the check releases passes through. The guard before
-    the gate judged the model's text; dropping a sentence can change how the rest parses (a dropped line that opened a code fence turns the code after it
-    into live Markdown or HTML), so the text shown is judged again as it is."""
+    the gate judged the model's text; dropping a sentence can change how the rest parses (a dropped
+    line that opened a code fence turns the code after it into live Markdown or HTML), so the text
+    shown is judged again as it is."""
 
     def __init__(self, check: AnswerCheck, recheck: Any = None):
         self.check = check
