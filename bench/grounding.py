@@ -186,14 +186,16 @@ async def judge_scores(engine, model: str, items: list[tuple[str, str]], concurr
 async def latency(agent, qs: list[dict]) -> dict:
     """Each question once unmeasured (llama.cpp then holds its prompt in the prompt cache, so neither
     measured run pays for the prompt and the other not), then off and on, alternating which goes first."""
+    def ask(q: dict, enabled: bool):
+        return agent.aask(q["question"], mode="rag", index="clapnq", max_tokens=128, temperature=0.0,
+                          grounding={"enabled": enabled})
+
     rows = []
     for i, q in enumerate(qs):
-        await agent.aask(q["question"], mode="rag", index="clapnq", max_tokens=128, temperature=0.0,
-                         grounding={"enabled": False})
+        await ask(q, False)
         for enabled in ((False, True) if i % 2 == 0 else (True, False)):
             started = time.perf_counter()
-            done = await agent.aask(q["question"], mode="rag", index="clapnq", max_tokens=128, temperature=0.0,
-                                    grounding={"enabled": enabled})
+            done = await ask(q, enabled)
             rows.append({"key": q["key"], "enabled": enabled, "seconds": time.perf_counter() - started,
                          **{k: done.timings.get(k, 0.0) for k in ("generate_ms", "verify_ms",
                                                                    "verify_after_generate_ms")}})
