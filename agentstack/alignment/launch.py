@@ -42,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agentstack.alignment.train import die_with_parent
 from agentstack.config import Settings
 
 
@@ -175,8 +176,9 @@ def follow(config_paths: list[Path], machine_rank: int, *, wait_s: float = 0.0, 
             time.sleep(1.0)
         if not Path(path).is_file():
             continue
+        # The launcher dies with this process: a killed follower leaves no ranks waiting for their peers.
         code = subprocess.call(follower_command(Path(path), machine_rank), stdin=subprocess.DEVNULL,
-                               env=environment(threads))
+                               env=environment(threads), preexec_fn=die_with_parent)
         if code:
             return code
     return 0

@@ -7,7 +7,8 @@ GPUs; every rank runs this same entry point and TRL/accelerate split the batches
 the adapter, ``summary.json`` and the metrics JSONL.
 
 It never touches the database or the registry, and it dies with its parent (``PR_SET_PDEATHSIG``),
-so killing a worker never leaves a training process behind.
+so killing a worker never leaves a training process behind. Before it trains it removes the JIT
+build locks a killed DeepSpeed build left behind (``build_locks.py``), which would hang it.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from agentstack.alignment.build_locks import clear_stale_build_locks
+
+    clear_stale_build_locks()
     summary = main(parse_args().config)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"summary": summary}, default=str), flush=True)

@@ -138,3 +138,48 @@ def test_zero3_across_two_machines_saves_the_gathered_adapter(ddp_run, embedded_
         assert tensor.shape == reference[name].shape, name
         assert tensor.abs().max() > 0, name
         torch.testing.assert_close(tensor, reference[name], rtol=1e-3, atol=2e-6, msg=name)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
+def test_a_killed_follower_leaves_no_launcher_waiting_for_its_peers(tmp_path):
+    """Machine rank 1 whose rank 0 never comes: its ``accelerate launch`` dials rank 0 and waits. Killing
+    the follower (SIGKILL, as a timeout or an operator does) must take the launcher with it."""
+    import os
+    import signal
+    import time
+
+    from agentstack.alignment import launch
+
+    config_path = tmp_path / "policy.json"
+    config_path.write_text(json.dumps({"method": "dpo", "launcher": {
+        "kind": "accelerate", "accelerate_config": str(CONFIGS / "cpu_ddp.yaml"), "num_processes": 2,
+        "num_machines": 2, "main_process_ip": "127.0.0.1", "main_process_port": launch.free_port()}}))
+    follower = subprocess.Popen([sys.executable, "-m", "agentstack.alignment.launch", "follow", "--machine-rank", "1",
+                                 str(config_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (launcher := _children(follower.pid)):
+            assert follower.poll() is None and time.monotonic() < deadline, "the follower started no launcher"
+            time.sleep(0.2)
+        assert "accelerate.commands.launch" in Path(f"/proc/{launcher[0]}/cmdline").read_text()
+        time.sleep(3)  # the launcher is up and dialling rank 0
+        assert _children(follower.pid) == launcher
+    finally:
+        follower.kill()
+        follower.wait()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{launcher[0]}").exists():
+        stat = Path(f"/proc/{launcher[0]}/stat").read_text() if Path(f"/proc/{launcher[0]}").exists() else ""
+        if stat.split(")")[-1].split()[:1] == ["Z"]:  # dead, waiting for init to reap it
+            break
+        if time.monotonic() > deadline:
+            os.kill(launcher[0], signal.SIGKILL)
+            pytest.fail("the launcher outlived its follower by 30 s")
+        time.sleep(0.2)
