@@ -263,6 +263,7 @@ async def run(args, report: dict) -> None:
     defaults = GroundingSettings()
     base = CheckConfig(min_support=defaults.min_support, min_answer=defaults.min_answer,
                        min_extract=defaults.min_extract, extract_sentences=defaults.extract_sentences,
+                       repeat_overlap=defaults.repeat_overlap,
                        abstain_message=message, weights=Weights())
     tune = [q for q in qs if q["part"] == "tune"]
     rep = [q for q in qs if q["part"] == "report"]

@@ -12,7 +12,8 @@ Sources of **pairs** (prompt, chosen, rejected):
 desirable completion. Real traffic rarely gives both votes on one prompt.
 
 **Grounding** (``grounding``): when the groundedness verifier found a sentence of a voted answer
-unsupported by its sources, the answer as the model wrote it is an undesirable completion, and,
+unsupported by its sources, or repeating an earlier one (a loop), the answer as the model wrote it
+is an undesirable completion, and,
 when the (checked) answer shown was voted up, the rejected side of a pair with it.
 
 Guards, in this order: PII scrubbing of every text (``feedback/scrub.py``); deduplication (same
@@ -38,7 +39,7 @@ from typing import Any
 
 from agentstack.config import PreferenceSettings
 from agentstack.errors import ConflictError
-from agentstack.feedback.export import prompt_messages, unsupported_raw_answer
+from agentstack.feedback.export import prompt_messages, rejected_raw_answer
 from agentstack.feedback.scrub import TextScrubber
 from agentstack.feedback.store import FeedbackStore, Voted
 
@@ -222,7 +223,7 @@ class PreferenceBuilder:
             common = {"at": fb.updated_at, "user": user, "key_id": fb.key_id}
             groups[rec.parent_id or rec.id].append((v, prompt, answer))
             unpaired.append(Unpaired(prompt, answer, fb.rating == "up", "thumb", ids=[rec.id], **common))
-            raw = self.scrubber.text(unsupported_raw_answer(rec.grounding))
+            raw = self.scrubber.text(rejected_raw_answer(rec.grounding))
             if raw and raw.strip():
                 unpaired.append(Unpaired(prompt, raw, False, "grounding", ids=[rec.id], **common))
                 if fb.rating == "up" and answer.strip() and _norm(raw) != _norm(answer):

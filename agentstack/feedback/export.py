@@ -21,12 +21,13 @@ from agentstack.feedback.scrub import TextScrubber
 from agentstack.feedback.store import FeedbackStore, Voted
 
 
-def unsupported_raw_answer(grounding: dict[str, Any] | None) -> str | None:
+def rejected_raw_answer(grounding: dict[str, Any] | None) -> str | None:
     """The answer as the model wrote it, when the groundedness verifier found a sentence in it that
-    its sources do not support (negative preference data), else None."""
+    its sources do not support, or one that repeats an earlier sentence (a loop): negative
+    preference data. Else None."""
     if not grounding or not grounding.get("raw_answer"):
         return None
-    if any(not c.get("supported", True) for c in grounding.get("claims", [])):
+    if any(not c.get("supported", True) or c.get("repeats") is not None for c in grounding.get("claims", [])):
         return grounding["raw_answer"]
     return None
 
@@ -37,11 +38,13 @@ def export_grounding(grounding: dict[str, Any] | None, scrubber: TextScrubber) -
     if not grounding:
         return None
     claims = [{"text": scrubber.text(c.get("text")), **{k: c.get(k) for k in (
-        "support", "answers", "supported", "answers_question", "source", "citations", "citations_dropped")}}
+        "support", "answers", "supported", "answers_question", "source", "citations", "citations_dropped",
+        "repeats")}}
         for c in grounding.get("claims", [])]
     return {"decision": grounding.get("decision"), "reason": grounding.get("reason"),
             "answer_score": grounding.get("answer_score"), "claims": claims,
             "unsupported_claims": sum(1 for c in claims if c.get("supported") is False),
+            "repeated_claims": sum(1 for c in claims if c.get("repeats") is not None),
             "raw_answer": scrubber.text(grounding.get("raw_answer")), "version": grounding.get("version")}
 
 

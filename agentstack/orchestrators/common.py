@@ -109,8 +109,8 @@ class AgentDeps:
         embed = embed_with(embedder)
         config = CheckConfig(unsupported=opts.unsupported or cfg.unsupported, fallback=opts.fallback or cfg.fallback,
                              min_support=cfg.min_support, min_answer=cfg.min_answer, min_extract=cfg.min_extract,
-                             extract_sentences=cfg.extract_sentences, abstain_message=self.settings.abstain_message,
-                             weights=Weights())
+                             extract_sentences=cfg.extract_sentences, repeat_overlap=cfg.repeat_overlap,
+                             abstain_message=self.settings.abstain_message, weights=Weights())
         task: list[Any] = []
 
         def evidence() -> Any:

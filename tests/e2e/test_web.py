@@ -260,6 +260,9 @@ def test_unsupported_sentences_are_marked_in_the_answer(server, page):
                "citations_dropped": []},
               {"text": "It was painted by Picasso.", "support": 0.12, "answers": 0.3, "supported": False,
                "answers_question": False, "kept": True, "start": 36, "end": 62, "source": 1, "citations": [],
+               "citations_dropped": []},
+              {"text": "The tower was finished in 1889.", "support": 0.9, "answers": 0.7, "supported": True,
+               "answers_question": True, "kept": False, "repeats": 0, "source": 1, "citations": [],
                "citations_dropped": []}]
     done = {"id": "resp-marked", "conversation_id": "conv-marked", "parent_id": None, "turn": 0, "mode": "rag",
             "answer": answer_text, "trace": [], "model_version": "SmolLM2-135M-Instruct", "finish_reason": "stop",
@@ -279,10 +282,12 @@ def test_unsupported_sentences_are_marked_in_the_answer(server, page):
     assert bad.get_attribute("title").startswith("Not supported by the sources")
     assert "It was painted by Picasso." in bad.inner_text()
     details = answer.locator("details.grounding")
-    assert details.locator("summary").inner_text() == ("Checked against the sources: 1 of 2 sentences supported. "
-                                                       "Best answer score 0.72.")
+    assert details.locator("summary").inner_text() == ("Checked against the sources: 2 of 3 sentences supported. "
+                                                       "1 repeated sentence removed. Best answer score 0.72.")
     details.locator("summary").click()
     assert details.locator("li").nth(1).get_by_text("Not supported (marked)").is_visible()
+    assert details.locator("li.repeat").get_by_text("Repeats sentence 1 (removed)").is_visible()
+    assert answer.locator(".answer-text").inner_text().count("finished in 1889") == 1
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "chat-grounding.png"))
 

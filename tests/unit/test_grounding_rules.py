@@ -121,6 +121,21 @@ def test_nothing_is_shown_until_a_sentence_answers_and_then_it_abstains_or_quote
     assert "".join(shown).startswith("“Python is a programming language created by Guido van Rossum in 1991.” [2]")
 
 
+def test_a_repeated_sentence_is_removed_in_either_mode():
+    # What a small model stuck in a loop writes: the supported sentence again, reworded a little.
+    answer = ("The Eiffel Tower was finished in 1889 [1]. The Eiffel Tower was finished in 1889. Indeed, the "
+              "Eiffel Tower was finished in 1889 [1]. Paris is the capital of France.")
+    for mode in ("remove", "mark"):
+        shown, g = check("When was the Eiffel Tower finished?", answer, unsupported=mode)
+        assert "".join(shown) == "The Eiffel Tower was finished in 1889 [1]. Paris is the capital of France.", mode
+        assert [c.get("repeats") for c in g["claims"]] == [None, 0, 0, None]
+        assert [c["kept"] for c in g["claims"]] == [True, False, False, True]
+        assert g["claims"][1]["supported"] and g["unsupported_claims"] == 0  # a repeat is not "unsupported"
+    # At 1.0 only a sentence with the same content words repeats ("Indeed" is a new one).
+    shown, g = check("When was the Eiffel Tower finished?", answer, repeat_overlap=1.0)
+    assert [c.get("repeats") for c in g["claims"]] == [None, 0, None, None]
+
+
 def test_react_numbers_must_come_from_an_observation_or_the_question():
     obs = [(1, "51")]
     shown, g = check("What is 17 * 3?", "17 * 3 = 51.", sources=obs, mode="react")
@@ -155,10 +170,10 @@ def test_released_sentences_keep_their_line_breaks():
     """Kept sentences are joined by the whitespace that stood before them (a dropped one's own
     separator stands in for it), so paragraphs and list items survive the verifier."""
     answer = ("The Eiffel Tower was finished in 1889 [1].\n\n- Paris is the capital of France [1].\n"
-              "- It was painted by Picasso in 1750.\n- The Eiffel Tower was finished in 1889 [1].")
+              "- It was painted by Picasso in 1750.\n- Python was created by Guido van Rossum in 1991 [2].")
     shown, _ = _gated("When was the Eiffel Tower finished?", answer, recheck=True)
     assert shown == ("The Eiffel Tower was finished in 1889 [1].\n\n- Paris is the capital of France [1].\n"
-                     "- The Eiffel Tower was finished in 1889 [1].")
+                     "- Python was created by Guido van Rossum in 1991 [2].")
 
 
 def test_what_the_gate_releases_is_guarded_again():

@@ -167,3 +167,26 @@ def test_unsupported_answers_become_negative_data_and_are_exported_with_their_ve
     rows = {r["response_id"]: r for r in export_records(store, TextScrubber(settings, enabled=False))}
     assert rows["g0"]["grounding"]["unsupported_claims"] == 1 and rows["g0"]["grounding"]["raw_answer"] == raw
     assert rows["g1"]["grounding"] is None
+
+
+def test_a_looping_answer_is_negative_data(db, store, settings):
+    """Every sentence supported, but the model repeated one: the raw text (the loop) is rejected and
+    the checked answer, voted up, is chosen."""
+    from agentstack.feedback.export import export_records
+    from agentstack.feedback.scrub import TextScrubber
+
+    raw = "Paris is the capital [1]. Paris is the capital. Paris is the capital [1]."
+    claims = [{"text": "Paris is the capital [1].", "support": 0.9, "answers": 0.6, "supported": True}] + [
+        {"text": t, "support": 0.9, "answers": 0.6, "supported": True, "kept": False, "repeats": 0}
+        for t in ("Paris is the capital.", "Paris is the capital [1].")]
+    ResponseStore(db).record(ResponseRecord(
+        id="r0", key_id="app1", user_id="u1", endpoint="chat", model="agentstack", model_version="base",
+        messages=[{"role": "user", "content": "Paris?"}], params={}, answer="Paris is the capital [1].",
+        grounding={"decision": "answered", "raw_answer": raw, "version": "grounding-1", "claims": claims}))
+    store.vote(response_id="r0", key_id="app1", user_id="u1", rating="up")
+    data = builder(store, settings).build()
+    assert [(u.completion, u.label) for u in data.unpaired if u.source == "grounding"] == [(raw, False)]
+    assert [(p.chosen, p.rejected) for p in data.pairs if p.source == "grounding"] == [("Paris is the capital [1].", raw)]
+    exported = next(export_records(store, TextScrubber(settings, enabled=False)))["grounding"]
+    assert (exported["unsupported_claims"], exported["repeated_claims"]) == (0, 2)
+    assert [c["repeats"] for c in exported["claims"]] == [None, 0, 0]

@@ -145,8 +145,10 @@ function groundingSummary(g) {
   const claims = g.claims || [];
   const supported = claims.filter((c) => c.supported).length;
   const score = typeof g.answer_score === "number" ? ` Best answer score ${g.answer_score.toFixed(2)}.` : "";
+  const repeats = claims.filter((c) => typeof c.repeats === "number").length;
+  const repeated = repeats ? ` ${repeats} repeated sentence${repeats === 1 ? "" : "s"} removed.` : "";
   if (g.decision === "answered") {
-    return `Checked against the ${g.mode === "react" ? "tool results" : "sources"}: ${supported} of ${claims.length} sentence${claims.length === 1 ? "" : "s"} supported.${score}`;
+    return `Checked against the ${g.mode === "react" ? "tool results" : "sources"}: ${supported} of ${claims.length} sentence${claims.length === 1 ? "" : "s"} supported.${repeated}${score}`;
   }
   if (g.decision === "abstained") return `Abstained: ${g.reason || "no supported sentence answers the question"}.`;
   if (g.decision === "extracted") return "Quoted from the sources: no sentence of the generated answer was supported and answered the question.";
@@ -160,8 +162,9 @@ function groundingView(answer) {
   const claims = g.claims || [];
   return h("details", { class: `grounding ${g.decision}` },
     h("summary", {}, groundingSummary(g)),
-    claims.length ? h("ol", {}, claims.map((c) => h("li", { class: c.supported ? "supported" : "unsupported" },
-      h("strong", {}, c.supported ? "Supported" : (c.kept ? "Not supported (marked)" : "Not supported (removed)")),
+    claims.length ? h("ol", {}, claims.map((c) => h("li", { class: typeof c.repeats === "number" ? "repeat" : (c.supported ? "supported" : "unsupported") },
+      h("strong", {}, typeof c.repeats === "number" ? `Repeats sentence ${c.repeats + 1} (removed)`
+        : (c.supported ? "Supported" : (c.kept ? "Not supported (marked)" : "Not supported (removed)"))),
       ` · support ${c.support.toFixed(2)}`, g.mode === "rag" ? ` · answers ${c.answers.toFixed(2)}` : "",
       c.source ? ` · best source [${c.source}]` : "",
       c.citations_dropped && c.citations_dropped.length ? ` · citation ${c.citations_dropped.map((n) => `[${n}]`).join(", ")} dropped` : "",
