@@ -12,9 +12,9 @@ afterwards, so a streamed answer is never rewritten after display:
   (or, with ``fallback="extract"``, the sources' sentences closest to the question, quoted with
   their citations, when one is close enough).
 * both: a sentence that repeats one already kept (``repeat_overlap`` of their content words in
-  common, Jaccard) is removed in either ``unsupported`` mode and flagged ``repeats`` with the
-  earlier sentence's index. A small model stuck in a loop otherwise shows the same supported
-  sentence over and over.
+  common, Jaccard; or the start of it, three words or more: a loop cut off by ``max_tokens``) is
+  removed in either ``unsupported`` mode and flagged ``repeats`` with the earlier sentence's index.
+  A small model stuck in a loop otherwise shows the same supported sentence over and over.
 * ``react``: the evidence is the tool observations and the question. A number in a sentence must
   appear in one of them; with observations, a sentence without numbers must also be supported by
   them. Sentences are released as soon as they are checked; if none survives, the answer is the
@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from agentstack.grounding.scoring import ClaimScore, EvidenceSet, Weights, best_sentences, score_claim
-from agentstack.grounding.text import Claim, content_words, drop_citations, numbers, split_claims
+from agentstack.grounding.text import Claim, content_words, drop_citations, numbers, split_claims, words
 
 VERSION = "grounding-1"
 Embed = Callable[[Sequence[str]], Awaitable[np.ndarray]]
@@ -174,27 +174,31 @@ class AnswerCheck:
             supported = s.support >= cfg.min_support
             answers = supported and s.answers >= cfg.min_answer
         dropped = sorted(n for n in claim.citations if s.citation_support.get(n, 0.0) < cfg.min_support)
-        words = content_words(claim.body)
-        repeats = self._repeat_of(words)
+        repeats = self._repeat_of(content_words(claim.body), words(claim.body))
         self.scores.append(s)
         self._verdicts.append({**s.public(), "supported": supported, "answers_question": bool(answers),
                                "citations": list(claim.citations), "citations_dropped": dropped,
                                **({"repeats": repeats} if repeats is not None else {}),
                                "kept": (supported or cfg.unsupported == "mark") and repeats is None, "_sep": sep,
-                               "_words": words,
+                               "_words": content_words(claim.body), "_seq": words(claim.body),
                                "_text": drop_citations(claim.text, set(dropped)) if dropped else claim.text})
         self._held.append(len(self._verdicts) - 1)
         if answers:
             self._answered = True
         return self._release() if self._answered else ""
 
-    def _repeat_of(self, words: set[str]) -> int | None:
-        """The index of an earlier kept sentence this one repeats (content words, Jaccard), or None."""
-        if not words:
+    def _repeat_of(self, content: set[str], seq: list[str]) -> int | None:
+        """The index of an earlier kept sentence this one repeats, or None: content words in common
+        (Jaccard) of ``repeat_overlap`` or more, or its words are the start of the earlier one's."""
+        if not content:
             return None
         for i, v in enumerate(self._verdicts):
+            if not v["kept"]:
+                continue
             earlier = v["_words"]
-            if v["kept"] and earlier and len(words & earlier) / len(words | earlier) >= self.config.repeat_overlap:
+            if earlier and len(content & earlier) / len(content | earlier) >= self.config.repeat_overlap:
+                return i
+            if len(seq) >= 3 and v["_seq"][:len(seq)] == seq:
                 return i
         return None
 

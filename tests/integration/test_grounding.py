@@ -173,6 +173,19 @@ def test_unsupported_sentences_are_removed_or_marked_and_lose_their_citations(in
     assert [c["supported"] for c in done.grounding["claims"]] == [True, False]
 
 
+def test_a_looping_answer_shows_each_sentence_once(indexes):
+    """SmolLM2 often repeats its supported sentence until max_tokens; the real embedder finds every
+    copy supported, and the repeat check keeps one (in mark mode too)."""
+    answer = ("The Eiffel Tower was finished in 1889 [1]. The Eiffel Tower was finished in 1889 [1]. "
+              "The Eiffel Tower was finished in 1889. The Eiffel Tower was finished in")
+    for mode in ("remove", "mark"):
+        tokens, done = run(indexes, StepEngine(answer), "When was the Eiffel Tower finished?", unsupported=mode)
+        assert done.answer == "".join(tokens) == "The Eiffel Tower was finished in 1889 [1].", mode
+        claims = done.grounding["claims"]
+        assert [c.get("repeats") for c in claims[:3]] == [None, 0, 0] and claims[1]["supported"]
+        assert done.grounding["raw_answer"] == answer
+
+
 def test_react_final_answers_need_their_numbers_from_an_observation(indexes):
     steps = ("Thought: compute it.\nAction: calculator\nAction Input: 17 * 3",)
     tokens, done = run(indexes, StepEngine(*steps, "Thought: done.\nFinal Answer: 17 * 3 = 51."), "What is 17 * 3?",

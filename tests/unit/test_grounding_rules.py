@@ -134,6 +134,12 @@ def test_a_repeated_sentence_is_removed_in_either_mode():
     # At 1.0 only a sentence with the same content words repeats ("Indeed" is a new one).
     shown, g = check("When was the Eiffel Tower finished?", answer, repeat_overlap=1.0)
     assert [c.get("repeats") for c in g["claims"]] == [None, 0, None, None]
+    # A loop cut off by max_tokens ends in the start of the sentence; a sentence that only begins
+    # like an earlier one is new.
+    shown, g = check("When was the Eiffel Tower finished?", "The Eiffel Tower was finished in 1889 [1]. The Eiffel "
+                     "Tower is in Paris, the capital of France. The Eiffel Tower was finished in", unsupported="mark")
+    assert [c.get("repeats") for c in g["claims"]] == [None, None, 0]
+    assert "".join(shown) == "The Eiffel Tower was finished in 1889 [1]. The Eiffel Tower is in Paris, the capital of France."
 
 
 def test_react_numbers_must_come_from_an_observation_or_the_question():
