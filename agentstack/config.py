@@ -348,8 +348,9 @@ class GroundingSettings(BaseModel):
                                "a source sentence needs to be quoted; with none, the answer abstains.")
     extract_sentences: int = Field(default=2, ge=1, le=5, description="fallback=extract: most sentences quoted.")
     repeat_overlap: float = Field(default=0.8, gt=0.0, le=1.0, description="A sentence sharing this share of its "
-                                  "content words (Jaccard) with a sentence already kept is a repeat and is removed, "
-                                  "in `mark` mode too. 1.0: only sentences with the same content words.")
+                                  "words (Jaccard, stop words included) and the same numbers with a sentence already "
+                                  "kept, or the start of one (3+ words), is a repeat and is removed, in `mark` mode "
+                                  "too. 1.0: only sentences with the same words.")
     react_message: str = Field(default="I could not check this answer against the tool results, so I won't "
                                "give it.", description="ReAct answer when no sentence of the final answer is "
                                "supported by the tool observations (or a number in it comes from none of them).")

@@ -9,7 +9,10 @@ training on the machine waits forever.
 
 The process that holds the lock keeps it open until it removes it, so on Linux a lock that no
 process has open is stale. :func:`clear_stale_build_locks` removes such locks before a trainer starts
-(every rank calls it, see ``train.py``); a build in progress is left alone.
+(every rank calls it, see ``train.py``); a build in progress is left alone. It only sees the
+processes of this machine (and this container): an extensions directory shared between machines
+(an NFS home) needs ``TORCH_EXTENSIONS_DIR`` set to a local path on each, which torch's own
+unlocked builds need anyway. It only removes locks this user owns.
 """
 
 from __future__ import annotations
@@ -33,25 +36,38 @@ def extensions_root() -> Path:
 
 
 def _holders(path: Path) -> list[int]:
-    """PIDs of the processes with ``path`` open (those whose /proc this user may read)."""
-    target = os.path.realpath(path)
+    """PIDs of the processes with ``path`` open (those whose /proc this user may read), matched by
+    device and inode (so a holder that sees the file through another mount counts too)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return []
+    target = (st.st_dev, st.st_ino)
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
-                pids.append(int(proc.name))
+            fds = list((proc / "fd").iterdir())
         except OSError:  # gone, or another user's process
             continue
+        for fd in fds:
+            try:
+                fd_st = os.stat(fd)
+            except OSError:  # closed while we looked
+                continue
+            if (fd_st.st_dev, fd_st.st_ino) == target:
+                pids.append(int(proc.name))
+                break
     return pids
 
 
 def _inode(path: Path) -> int | None:
     try:
-        return path.stat().st_ino
-    except FileNotFoundError:
+        st = path.stat()
+    except OSError:
         return None
+    return st.st_ino if st.st_uid == os.getuid() else None
 
 
 def clear_stale_build_locks(root: Path | None = None, *, settle_s: float = 1.0) -> list[Path]:
@@ -63,7 +79,8 @@ def clear_stale_build_locks(root: Path | None = None, *, settle_s: float = 1.0) 
     root = extensions_root() if root is None else Path(root)
     if not Path("/proc/self/fd").is_dir() or not root.is_dir():
         return []
-    candidates = {p: _inode(p) for p in [*root.glob("*/lock"), *root.glob("*/*/lock")] if not _holders(p)}
+    locks = [p for p in [*root.glob("*/lock"), *root.glob("*/*/lock")] if p.is_file()]
+    candidates = {p: inode for p in locks if (inode := _inode(p)) is not None and not _holders(p)}
     if not candidates:
         return []
     time.sleep(settle_s)
@@ -74,6 +91,10 @@ def clear_stale_build_locks(root: Path | None = None, *, settle_s: float = 1.0) 
         try:
             path.unlink()
         except FileNotFoundError:  # another rank removed it first
+            continue
+        except OSError as e:
+            log.warning("could not remove %s, a build lock no process holds (%s); remove it by hand if a "
+                        "DeepSpeed run waits on it", path, e)
             continue
         log.warning("removed %s: a build lock no process holds (a JIT build of torch/DeepSpeed was killed "
                     "half way); the op is rebuilt", path)

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,7 @@ def follow(config_paths: list[Path], machine_rank: int, *, wait_s: float = 0.0, 
             continue
         # The launcher dies with this process: a killed follower leaves no ranks waiting for their peers.
         code = subprocess.call(follower_command(Path(path), machine_rank), stdin=subprocess.DEVNULL,
-                               env=environment(threads), preexec_fn=die_with_parent)
+                               env=environment(threads), preexec_fn=partial(die_with_parent, os.getpid()))
         if code:
             return code
     return 0

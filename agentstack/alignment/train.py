@@ -26,16 +26,22 @@ from typing import Any
 log = logging.getLogger("agentstack.alignment.train")
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent exits (no-op elsewhere)."""
+def die_with_parent(parent: int | None = None) -> None:
+    """Ask Linux to SIGKILL this process when its parent exits (no-op elsewhere).
+
+    ``parent``: the parent's pid as the parent knew it (a ``preexec_fn`` gets it from the parent);
+    by default the parent seen before the request. If the parent is no longer that one once the
+    request is in place, it died in between and this process exits. (Comparing with 1 would kill
+    every child of a parent that is PID 1, as a container's command is.)"""
     if not sys.platform.startswith("linux"):
         return
+    expected = os.getppid() if parent is None else parent
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         return
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if os.getppid() != expected:  # the parent died before prctl took effect
         os._exit(1)
 
 
@@ -70,7 +76,10 @@ if __name__ == "__main__":
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from agentstack.alignment.build_locks import clear_stale_build_locks
 
-    clear_stale_build_locks()
+    try:
+        clear_stale_build_locks()
+    except Exception:  # noqa: BLE001 - a cleanup that fails must not stop training
+        log.warning("checking for stale JIT build locks failed", exc_info=True)
     summary = main(parse_args().config)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"summary": summary}, default=str), flush=True)

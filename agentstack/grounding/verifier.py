@@ -11,10 +11,12 @@ afterwards, so a streamed answer is never rewritten after display:
   sentence that answers the question, nothing has been shown, and the answer is the abstain message
   (or, with ``fallback="extract"``, the sources' sentences closest to the question, quoted with
   their citations, when one is close enough).
-* both: a sentence that repeats one already kept (``repeat_overlap`` of their content words in
-  common, Jaccard; or the start of it, three words or more: a loop cut off by ``max_tokens``) is
-  removed in either ``unsupported`` mode and flagged ``repeats`` with the earlier sentence's index.
-  A small model stuck in a loop otherwise shows the same supported sentence over and over.
+* both: a sentence that repeats one already kept (``repeat_overlap`` of their words in common,
+  Jaccard, stop words included so that "not", "before" and "after" count, and the same numbers; or
+  the start of it, three words or more: a loop cut off by ``max_tokens``) is removed in either
+  ``unsupported`` mode and flagged ``repeats`` with the earlier sentence's index. A supported
+  sentence only repeats a supported one (in ``mark`` mode an unsupported one is kept too). A small
+  model stuck in a loop otherwise shows the same supported sentence over and over.
 * ``react``: the evidence is the tool observations and the question. A number in a sentence must
   appear in one of them; with observations, a sentence without numbers must also be supported by
   them. Sentences are released as soon as they are checked; if none survives, the answer is the
@@ -35,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from agentstack.grounding.scoring import ClaimScore, EvidenceSet, Weights, best_sentences, score_claim
-from agentstack.grounding.text import Claim, content_words, drop_citations, numbers, split_claims, words
+from agentstack.grounding.text import Claim, drop_citations, numbers, split_claims, words
 
 VERSION = "grounding-1"
 Embed = Callable[[Sequence[str]], Awaitable[np.ndarray]]
@@ -174,33 +176,45 @@ class AnswerCheck:
             supported = s.support >= cfg.min_support
             answers = supported and s.answers >= cfg.min_answer
         dropped = sorted(n for n in claim.citations if s.citation_support.get(n, 0.0) < cfg.min_support)
-        repeats = self._repeat_of(content_words(claim.body), words(claim.body))
+        seq = words(claim.body)
+        repeats = self._repeat_of(seq, numbers(claim.body), supported)
         self.scores.append(s)
         self._verdicts.append({**s.public(), "supported": supported, "answers_question": bool(answers),
                                "citations": list(claim.citations), "citations_dropped": dropped,
                                **({"repeats": repeats} if repeats is not None else {}),
                                "kept": (supported or cfg.unsupported == "mark") and repeats is None, "_sep": sep,
-                               "_words": content_words(claim.body), "_seq": words(claim.body),
+                               "_seq": seq, "_numbers": numbers(claim.body),
                                "_text": drop_citations(claim.text, set(dropped)) if dropped else claim.text})
         self._held.append(len(self._verdicts) - 1)
         if answers:
             self._answered = True
         return self._release() if self._answered else ""
 
-    def _repeat_of(self, content: set[str], seq: list[str]) -> int | None:
-        """The index of an earlier kept sentence this one repeats, or None: content words in common
-        (Jaccard) of ``repeat_overlap`` or more, or its words are the start of the earlier one's."""
-        if not content:
+    def _repeat_of(self, seq: list[str], nums: set[str], supported: bool) -> int | None:
+        """The index of an earlier kept sentence this one repeats, or None: the same numbers and
+        words in common (Jaccard) of ``repeat_overlap`` or more, or its words are the start of the
+        earlier one's."""
+        if not seq:
             return None
+        mine = set(seq)
         for i, v in enumerate(self._verdicts):
-            if not v["kept"]:
+            if not v["kept"] or (supported and not v["supported"]):
                 continue
-            earlier = v["_words"]
-            if earlier and len(content & earlier) / len(content | earlier) >= self.config.repeat_overlap:
-                return i
             if len(seq) >= 3 and v["_seq"][:len(seq)] == seq:
                 return i
+            theirs = set(v["_seq"])
+            if v["_numbers"] == nums and len(mine & theirs) / len(mine | theirs) >= self.config.repeat_overlap:
+                return i
         return None
+
+    def _separator(self, own: str) -> str:
+        """What stands before a kept sentence: its own whitespace, or after dropped sentences the
+        first dropped one's when that breaks more lines (a paragraph break before a dropped
+        sentence stays; so does one before a heading that follows dropped sentences)."""
+        skipped = self._skipped_sep
+        if skipped is None or own.count("\n") > skipped.count("\n"):
+            return own
+        return skipped
 
     def _release(self) -> str:
         out = []
@@ -210,7 +224,7 @@ class AnswerCheck:
                 if self._skipped_sep is None:
                     self._skipped_sep = v["_sep"]
                 continue
-            sep = (v["_sep"] if self._skipped_sep is None else self._skipped_sep) if self._released_claims else ""
+            sep = self._separator(v["_sep"]) if self._released_claims else ""
             self._skipped_sep = None
             start = len(self.text) + len("".join(out)) + len(sep)
             out.append(sep + v["_text"])

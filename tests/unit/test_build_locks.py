@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 
@@ -65,3 +67,32 @@ def test_the_root_follows_torch_extensions_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("TORCH_EXTENSIONS_DIR")
     assert extensions_root().name == "torch_extensions"
     assert clear_stale_build_locks(tmp_path / "missing") == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_another_users_lock_is_left_alone(tmp_path):
+    lock = tmp_path / "op" / "lock"
+    lock.parent.mkdir()
+    lock.touch()
+    os.chown(lock, 12345, 12345)
+    assert clear_stale_build_locks(tmp_path, settle_s=0.05) == [] and lock.exists()
+
+
+PID1 = """
+import os, subprocess, sys
+from functools import partial
+from agentstack.alignment.train import die_with_parent
+assert os.getpid() == 1
+print(subprocess.call([sys.executable, "-c", "print('child ran')"], preexec_fn=partial(die_with_parent, os.getpid())))
+"""
+
+
+def test_a_parent_that_is_pid_1_can_start_children_that_die_with_it():
+    """A follower is often a container's command (PID 1); its launcher must still start."""
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare, "--pid", "--fork", "true"], capture_output=True) if unshare else None
+    if probe is None or probe.returncode:
+        pytest.skip("unshare --pid is not available here")
+    out = subprocess.run([unshare, "--pid", "--fork", sys.executable, "-c", PID1], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.split() == ["child", "ran", "0"], out.stderr[-2000:]

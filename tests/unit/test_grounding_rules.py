@@ -142,6 +142,36 @@ def test_a_repeated_sentence_is_removed_in_either_mode():
     assert "".join(shown) == "The Eiffel Tower was finished in 1889 [1]. The Eiffel Tower is in Paris, the capital of France."
 
 
+def test_sentences_that_differ_in_a_negation_or_a_number_are_not_repeats():
+    tickets = [(1, "Tickets bought before March are refundable. Tickets bought after March are not refundable. "
+                   "Tickets cost 20 euros in 2023 and 25 euros in 2024.")]
+    for answer in ("Tickets bought before March are refundable [1]. Tickets bought after March are not refundable [1].",
+                   "Tickets cost 20 euros in 2023 [1]. Tickets cost 25 euros in 2024 [1]."):
+        shown, g = check("Are tickets refundable, and what do they cost?", answer, sources=tickets, min_support=0.3)
+        assert [c.get("repeats") for c in g["claims"]] == [None, None], answer
+        assert "".join(shown) == answer
+
+
+def test_in_mark_mode_a_supported_sentence_does_not_repeat_a_marked_one():
+    answer = "Picasso said the Eiffel Tower was finished in 1889. The Eiffel Tower was finished in 1889 [1]."
+    shown, g = check("When was the Eiffel Tower finished?", answer, unsupported="mark", repeat_overlap=0.7,
+                     min_support=0.8)
+    assert [c["supported"] for c in g["claims"]] == [False, True]
+    assert [c.get("repeats") for c in g["claims"]] == [None, None] and "".join(shown) == answer
+    # An unsupported sentence repeats any kept one.
+    shown, g = check("When was the Eiffel Tower finished?", "The Eiffel Tower was finished in 1889 [1]. It was "
+                     "painted by Picasso in Paris [1]. It was painted in Paris by Picasso.", unsupported="mark")
+    assert [c.get("repeats") for c in g["claims"]] == [None, None, 1]
+
+
+def test_a_dropped_repeat_keeps_the_paragraph_break_after_it():
+    answer = ("The Eiffel Tower was finished in 1889 [1]. The Eiffel Tower was finished in 1889.\n\n"
+              "## Python\nPython is a programming language created by Guido van Rossum in 1991 [2].")
+    shown, g = check("When was the Eiffel Tower finished?", answer)
+    assert "".join(shown) == ("The Eiffel Tower was finished in 1889 [1].\n\n## Python\nPython is a programming "
+                              "language created by Guido van Rossum in 1991 [2].")
+
+
 def test_react_numbers_must_come_from_an_observation_or_the_question():
     obs = [(1, "51")]
     shown, g = check("What is 17 * 3?", "17 * 3 = 51.", sources=obs, mode="react")
