@@ -245,7 +245,6 @@ def main() -> None:
 async def run(args, report: dict) -> None:
     from agentstack.config import GroundingSettings
     from agentstack.embeddings import build_embedder
-    from agentstack.grounding.scoring import Weights
     from agentstack.grounding.verifier import CheckConfig
 
     _, qs = questions(args.data)
@@ -261,10 +260,7 @@ async def run(args, report: dict) -> None:
     vc = VectorCache(args.work / "vectors.npz", embedder)
     vc.fill(texts_needed(qs, cache))
     defaults = GroundingSettings()
-    base = CheckConfig(min_support=defaults.min_support, min_answer=defaults.min_answer,
-                       min_extract=defaults.min_extract, extract_sentences=defaults.extract_sentences,
-                       repeat_overlap=defaults.repeat_overlap,
-                       abstain_message=message, weights=Weights())
+    base = CheckConfig.from_settings(defaults, message)
     tune = [q for q in qs if q["part"] == "tune"]
     rep = [q for q in qs if q["part"] == "report"]
     off = {q["key"]: cache[q["key"]]["answer"] for q in qs}

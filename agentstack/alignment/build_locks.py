@@ -62,7 +62,8 @@ def _holders(path: Path) -> list[int]:
     return pids
 
 
-def _inode(path: Path) -> int | None:
+def _own_inode(path: Path) -> int | None:
+    """The lock's inode when this user owns it, else None."""
     try:
         st = path.stat()
     except OSError:
@@ -80,13 +81,13 @@ def clear_stale_build_locks(root: Path | None = None, *, settle_s: float = 1.0) 
     if not Path("/proc/self/fd").is_dir() or not root.is_dir():
         return []
     locks = [p for p in [*root.glob("*/lock"), *root.glob("*/*/lock")] if p.is_file()]
-    candidates = {p: inode for p in locks if (inode := _inode(p)) is not None and not _holders(p)}
+    candidates = {p: inode for p in locks if (inode := _own_inode(p)) is not None and not _holders(p)}
     if not candidates:
         return []
     time.sleep(settle_s)
     removed = []
     for path, inode in candidates.items():
-        if inode is None or _inode(path) != inode or _holders(path):
+        if inode is None or _own_inode(path) != inode or _holders(path):
             continue
         try:
             path.unlink()

@@ -57,6 +57,14 @@ class CheckConfig:
     abstain_message: str = "The indexed documents don't cover this question."
     weights: Weights = field(default_factory=Weights)
 
+    @classmethod
+    def from_settings(cls, settings: Any, abstain_message: str, **overrides: Any) -> CheckConfig:
+        """The config of ``orchestration.grounding`` (a ``GroundingSettings``), with ``overrides``."""
+        fields = ("unsupported", "fallback", "min_support", "min_answer", "min_extract", "extract_sentences",
+                  "repeat_overlap")
+        return cls(**{**{f: getattr(settings, f) for f in fields}, "abstain_message": abstain_message,
+                      **{k: v for k, v in overrides.items() if v is not None}})
+
     def thresholds(self) -> dict[str, float]:
         return {"min_support": self.min_support, "min_answer": self.min_answer, "min_extract": self.min_extract}
 
@@ -176,14 +184,14 @@ class AnswerCheck:
             supported = s.support >= cfg.min_support
             answers = supported and s.answers >= cfg.min_answer
         dropped = sorted(n for n in claim.citations if s.citation_support.get(n, 0.0) < cfg.min_support)
-        seq = words(claim.body)
-        repeats = self._repeat_of(seq, numbers(claim.body), supported)
+        seq, nums = words(claim.body), numbers(claim.body)
+        repeats = self._repeat_of(seq, nums, supported)
         self.scores.append(s)
         self._verdicts.append({**s.public(), "supported": supported, "answers_question": bool(answers),
                                "citations": list(claim.citations), "citations_dropped": dropped,
                                **({"repeats": repeats} if repeats is not None else {}),
                                "kept": (supported or cfg.unsupported == "mark") and repeats is None, "_sep": sep,
-                               "_seq": seq, "_numbers": numbers(claim.body),
+                               "_seq": seq, "_numbers": nums,
                                "_text": drop_citations(claim.text, set(dropped)) if dropped else claim.text})
         self._held.append(len(self._verdicts) - 1)
         if answers:

@@ -97,7 +97,6 @@ class AgentDeps:
         first sentence is checked."""
         import asyncio
 
-        from agentstack.grounding.scoring import Weights
         from agentstack.grounding.verifier import AnswerCheck, CheckConfig, build_evidence, embed_with
 
         cfg, opts = self.settings.grounding, request.grounding
@@ -107,10 +106,8 @@ class AgentDeps:
         if embedder is None and self.indexes is not None:
             embedder = self.indexes.embedder_for(None)
         embed = embed_with(embedder)
-        config = CheckConfig(unsupported=opts.unsupported or cfg.unsupported, fallback=opts.fallback or cfg.fallback,
-                             min_support=cfg.min_support, min_answer=cfg.min_answer, min_extract=cfg.min_extract,
-                             extract_sentences=cfg.extract_sentences, repeat_overlap=cfg.repeat_overlap,
-                             abstain_message=self.settings.abstain_message, weights=Weights())
+        config = CheckConfig.from_settings(cfg, self.settings.abstain_message, unsupported=opts.unsupported,
+                                           fallback=opts.fallback)
         task: list[Any] = []
 
         def evidence() -> Any:
